@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import warnings
 from importlib import metadata
 
 import torch
@@ -90,3 +91,21 @@ def show() -> None:
         if isinstance(value, list):
             value = ", ".join(value) or "-"
         print(f"{key:<18} {value}")
+
+
+# What PyTorch 2.14 says, once per call site, about the eager quantization stack it still ships.
+_DEPRECATIONS = (
+    (DeprecationWarning, r"torch\.ao\.quantization is deprecated"),
+    (UserWarning, r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized"),
+    (UserWarning, r"Please use quant_min and quant_max to specify the range for observers"),
+)
+
+
+def hide_deprecation_warnings() -> None:
+    """Silence PyTorch's deprecation notices for `torch.ao.quantization` and quantized dtypes.
+
+    They are true (the eager API is moving to torchao) but repeat in every cell that touches
+    a quantized tensor; the notebooks state the deprecation once in prose instead.
+    """
+    for category, message in _DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=category)

@@ -1,0 +1,130 @@
+"""Exercise checks: quiet praise for a right answer, a diagnosis for a wrong one.
+
+Every check recomputes the answer independently (plain Python or PyTorch's own kernels),
+never from the notebook's solution, and raises `ExerciseError` with a hint that teaches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+class ExerciseError(AssertionError):
+    """A wrong answer to an exercise; the message says what is wrong."""
+
+
+def _passed(exercise: str, detail: str = "") -> None:
+    print(f"✔ {exercise} passed" + (f": {detail}" if detail else ""))
+
+
+def _fail(exercise: str, hint: str) -> None:
+    raise ExerciseError(f"{exercise}: {hint}")
+
+
+def _expected_qparams(xmin: float, xmax: float, bits: int) -> tuple[float, int]:
+    """Asymmetric unsigned scale and zero point, as plain Python floats."""
+    xmin, xmax = min(xmin, 0.0), max(xmax, 0.0)
+    levels = 2**bits - 1
+    scale = (xmax - xmin) / levels
+    return scale, min(max(-round(xmin / scale), 0), levels)
+
+
+def check_qparams(scale: float, zero_point: int, xmin: float, xmax: float, bits: int) -> None:
+    """Exercise 01.1: asymmetric unsigned scale and zero point for [xmin, xmax] at `bits`."""
+    name, (want_scale, want_zp) = "Exercise 01.1", _expected_qparams(xmin, xmax, bits)
+    levels = 2**bits - 1
+    if scale is None or zero_point is None:
+        _fail(name, "set both `scale` and `zero_point`")
+    if not math.isclose(scale, want_scale, rel_tol=1e-6):
+        ratio = scale / want_scale if want_scale else float("nan")
+        if math.isclose(scale * want_scale, 1.0, rel_tol=1e-6):
+            _fail(
+                name, "scale is upside down: it is (xmax - xmin) / (qmax - qmin), not the inverse"
+            )
+        if math.isclose(ratio, levels / (levels + 1), rel_tol=1e-6):
+            _fail(
+                name,
+                f"there are 2**bits - 1 = {levels} steps between qmin and qmax, not {levels + 1}",
+            )
+        _fail(name, f"scale is {ratio:.4g}x the right value; use (xmax - xmin) / (qmax - qmin)")
+    if isinstance(zero_point, float) and not float(zero_point).is_integer():
+        _fail(name, f"zero_point must be an integer level, got {zero_point}: round it")
+    if zero_point == -want_zp or zero_point == min(max(round(xmin / want_scale), 0), levels):
+        _fail(name, "zero point has the wrong sign: z = qmin - round(xmin / scale)")
+    if zero_point != want_zp:
+        _fail(
+            name,
+            f"zero_point {zero_point} is not where the real 0 lands; want qmin - round(xmin / s)",
+        )
+    _passed(name, f"scale = {scale:.6g}, zero_point = {zero_point}")
+
+
+def _torch_reference(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    q = torch.quantize_per_tensor(torch.from_numpy(x), scale, zero_point, torch.quint8)
+    return q.int_repr().numpy().astype(np.int64)
+
+
+def _common_mistakes(x: np.ndarray, scale: float, zp: int) -> dict[str, np.ndarray]:
+    """What the usual wrong versions of the formula produce, each with the hint it deserves."""
+    x64, clamp = x.astype(np.float64), lambda q: np.clip(q, 0, 255)
+    return {
+        "did you multiply by the scale instead of dividing? q = round(x / scale) + zero_point": (
+            clamp(np.rint(x64 * scale) + zp)
+        ),
+        "levels fall outside [0, 255]: clamp to [qmin, qmax] after rounding": np.rint(x64 / scale)
+        + zp,
+        "only the exact halfway cases differ: torch rounds half to even (np.rint does; "
+        "floor(v + 0.5) rounds every half up)": clamp(np.floor(x64 / scale + 0.5) + zp),
+        "int() and astype(int) truncate toward zero: round first": clamp(
+            np.trunc(x64 / scale) + zp
+        ),
+        "the zero point is added, not subtracted: q = round(x / scale) + zero_point": clamp(
+            np.rint(x64 / scale) - zp
+        ),
+    }
+
+
+def check_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None:
+    """Exercise 01.2: `fn(x, scale, zero_point)` must match torch's quint8 kernel bit for bit."""
+    name, scale, zp = "Exercise 01.2", 0.25, 10
+    ties = (np.arange(-8, 8) + 0.5).astype(np.float32) * scale  # exactly halfway between levels
+    wide = np.array([-1e3, -3.0, 0.0, 60.0, 1e3], dtype=np.float32)  # far outside the range
+    rng = np.random.default_rng(0)
+    x = np.concatenate([ties, wide, rng.uniform(-2, 60, 64).astype(np.float32)])
+    got, want = np.asarray(fn(x.copy(), scale, zp)), _torch_reference(x, scale, zp)
+    if got.shape != want.shape:
+        _fail(name, f"returned shape {got.shape}, expected {want.shape} (one level per input)")
+    if np.array_equal(got, want):
+        if not np.issubdtype(got.dtype, np.integer):
+            _fail(name, f"right values but dtype {got.dtype}: return integers (e.g. .astype(int))")
+        _passed(name, "bit-exact with torch.quantize_per_tensor, ties and clamping included")
+        return
+    for hint, mistake in _common_mistakes(x, scale, zp).items():
+        if np.array_equal(got, mistake):
+            _fail(name, hint)
+    wrong = got != want
+    _fail(
+        name,
+        f"{wrong.sum()} of {x.size} levels differ, e.g. x = {x[wrong][0]!r}: "
+        f"got {got[wrong][0]}, torch gives {want[wrong][0]}",
+    )
+
+
+def check_db_per_bit(answer: float) -> None:
+    """Exercise 01.3: dB of SQNR gained per extra bit, from the uniform-noise model."""
+    name, want = "Exercise 01.3", 20 * math.log10(2)
+    if not isinstance(answer, int | float) or not math.isfinite(answer):
+        _fail(name, f"answer must be a number of dB, got {answer!r}")
+    if math.isclose(answer, 10 * math.log10(2), abs_tol=0.1):
+        _fail(name, "that is 10*log10(2): a bit halves the step, so the noise *power* drops 4x")
+    if not math.isclose(answer, want, abs_tol=0.15):
+        _fail(
+            name,
+            f"{answer:.3g} dB is off: each bit halves the step size; what does that do "
+            "to the noise power (step**2 / 12)?",
+        )
+    _passed(name, f"{answer:.3f} dB per bit (20*log10 2 = {want:.3f})")
