@@ -1,0 +1,216 @@
+"""Range estimators for activation calibration, as torch.ao observers.
+
+`minmax`, `moving_average` and `histogram` are torch.ao's own observers; `percentile`, `mse`
+and `entropy` (the KL-divergence calibrator of TensorRT) are written here on top of
+`HistogramObserver`'s histogram. Each is an observer that any torch.ao qconfig accepts, with
+two fixes over the stock ones: asking for qparams before any data was observed is an error
+(never a silent default scale of 1.0), and the histogram searches optimise for the real
+number of levels (`quant_max - quant_min + 1`; `HistogramObserver` assumes 256 for 8-bit
+dtypes even when a 4-bit range is asked for).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.ao.quantization.observer import (
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+)
+
+from qnb.affine import _check_bits
+
+METHODS = ("minmax", "moving_average", "histogram", "percentile", "mse", "entropy")
+
+
+class NotCalibratedError(RuntimeError):
+    """Qparams were requested from an observer that never saw data."""
+
+
+class _Guarded:
+    """Refuse NaN/inf in observed tensors, and qparams from an observer that saw nothing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() and not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(
+                f"{type(self).__name__} was given a tensor with {bad} NaN or inf values"
+            )
+        return super().forward(x)
+
+    def calculate_qparams(self):
+        if not torch.isfinite(self.min_val).all() or not torch.isfinite(self.max_val).all():
+            raise NotCalibratedError(
+                f"{type(self).__name__} saw no data: run calibration (feed batches through the "
+                "prepared model) before computing quantization parameters"
+            )
+        return super().calculate_qparams()
+
+
+class MinMax(_Guarded, MinMaxObserver):
+    """Running min and max of everything seen (torch.ao's MinMaxObserver)."""
+
+
+class MovingAverage(_Guarded, MovingAverageMinMaxObserver):
+    """Exponential moving average of each batch's min and max (torch.ao's)."""
+
+
+class Histogram(_Guarded, HistogramObserver):
+    """torch.ao's histogram observer: the range that minimises the L2 error of the histogram."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dst_nbins = self.quant_max - self.quant_min + 1
+
+    def bin_centers(self) -> torch.Tensor:
+        """Centres of the histogram bins, in the units of the observed tensor."""
+        width = (self.max_val - self.min_val) / self.bins
+        return self.min_val + width * (torch.arange(self.bins, dtype=torch.float64) + 0.5)
+
+    def levels(self) -> int:
+        return int(self.quant_max - self.quant_min + 1)
+
+
+class Percentile(Histogram):
+    """Clip each tail at a percentile of the observed values (e.g. 99.99)."""
+
+    def __init__(self, *args, percentile: float = 99.99, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.percentile = check_percentile(percentile)
+
+    def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cdf = torch.cumsum(self.histogram.double(), 0) / self.histogram.sum()
+        width = (self.max_val - self.min_val) / self.bins
+        tail = 1 - self.percentile / 100
+        lo = int(torch.searchsorted(cdf, torch.tensor([tail], dtype=cdf.dtype)))
+        hi = int(torch.searchsorted(cdf, torch.tensor([1 - tail], dtype=cdf.dtype)))
+        lo_val = self.min_val if self.min_val >= 0 else self.min_val + width * lo
+        return lo_val, self.min_val + width * min(hi + 1, self.bins)
+
+
+class MSE(Histogram):
+    """The clipping range with the least expected squared error (rounding + clamping).
+
+    Inside the range each value costs step**2 / 12 (uniform rounding noise); outside it costs
+    its squared distance to the range end. Candidates shrink [min, max] towards 0.
+    """
+
+    def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
+        centers, counts = self.bin_centers(), self.histogram.double()
+        shrink = torch.linspace(0.01, 1.0, 400, dtype=torch.float64)[:, None]
+        lo, hi = self.min_val.double() * shrink, self.max_val.double() * shrink
+        step = (hi - lo) / (self.levels() - 1)
+        clipped = torch.minimum(torch.maximum(centers, lo), hi)
+        inside = (centers >= lo) & (centers <= hi)
+        err = torch.where(inside, step**2 / 12, (centers - clipped) ** 2) @ counts
+        best = int(torch.argmin(err))
+        return lo[best, 0].float(), hi[best, 0].float()
+
+
+class Entropy(Histogram):
+    """TensorRT's entropy calibration: the threshold whose quantized histogram has the least
+    KL divergence from the original one (|x| for two-sided data, x for one-sided)."""
+
+    def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
+        one_sided = bool(self.min_val >= 0)
+        top = float(self.max_val if one_sided else max(-self.min_val, self.max_val))
+        hist = _fold(self.bin_centers(), self.histogram.double(), top, self.bins)
+        levels = self.levels() if one_sided else self.levels() // 2
+        threshold = top * _kl_threshold_bin(hist, levels) / self.bins
+        low = self.min_val if one_sided else torch.tensor(-threshold)
+        return low.float(), torch.tensor(threshold).float()
+
+
+def _fold(centers: torch.Tensor, counts: torch.Tensor, top: float, bins: int) -> np.ndarray:
+    """Histogram of |x| over [0, top] in `bins` bins, from a histogram of x."""
+    index = (centers.abs() / top * bins).long().clamp(0, bins - 1)
+    return torch.zeros(bins, dtype=torch.float64).index_add_(0, index, counts).numpy()
+
+
+def _kl_threshold_bin(hist: np.ndarray, levels: int) -> int:
+    """Number of leading bins to keep so that `levels` levels lose the least information."""
+    hist = hist.copy()
+    hist[0] = hist[1]  # as NVIDIA's calibrator does: the spike of exact zeros (ReLU) would dominate
+    tail = np.cumsum(hist[::-1])[::-1]  # tail[i] = mass in bins i..end
+    best, best_kl = len(hist), math.inf
+    for i in range(levels, len(hist) + 1):
+        p = hist[:i].copy()
+        if i < len(hist):
+            p[-1] += tail[i]  # the clipped tail piles up in the last kept bin
+        chunk = np.arange(i) * levels // i  # which quantization level each bin falls into
+        nonzero = hist[:i] > 0
+        mass = np.bincount(chunk, weights=hist[:i], minlength=levels)
+        width = np.bincount(chunk, weights=nonzero, minlength=levels)
+        q = np.where(nonzero, mass[chunk] / np.maximum(width[chunk], 1), 0.0)
+        kl = _kl(p, q)
+        if kl < best_kl:
+            best, best_kl = i, kl
+    return best
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    """KL(p || q) of two unnormalised histograms; inf where q misses mass that p has."""
+    p, q = p / p.sum(), q / max(q.sum(), 1e-300)
+    mask = p > 0
+    if np.any(q[mask] == 0):
+        return math.inf
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def check_percentile(percentile: float) -> float:
+    """Validate a percentile in (0, 100]."""
+    if isinstance(percentile, bool) or not isinstance(percentile, int | float):
+        raise TypeError(f"percentile must be a number in (0, 100], got {percentile!r}")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    return float(percentile)
+
+
+_CLASSES = {
+    "minmax": MinMax,
+    "moving_average": MovingAverage,
+    "histogram": Histogram,
+    "percentile": Percentile,
+    "mse": MSE,
+    "entropy": Entropy,
+}
+
+
+def observer(
+    method: str = "minmax",
+    bits: int = 8,
+    *,
+    signed: bool = False,
+    symmetric: bool = False,
+    **kwargs,
+) -> torch.nn.Module:
+    """A fresh observer of `method` for a `bits`-wide activation range (extra kwargs passed on)."""
+    if method not in _CLASSES:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    bits = _check_bits(bits)
+    qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    dtype = (torch.qint8 if signed else torch.quint8) if bits <= 8 else torch.qint32
+    scheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
+    return _CLASSES[method](dtype=dtype, qscheme=scheme, quant_min=qmin, quant_max=qmax, **kwargs)
+
+
+def estimate_range(x: torch.Tensor, method: str = "minmax", bits: int = 8, **kwargs) -> tuple:
+    """The (low, high) range `method` picks for the values in `x` (batched along dim 0)."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    obs = observer(method, bits, **kwargs)
+    if x.numel() == 0:
+        raise ValueError("x is empty: a range estimator needs at least one value")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"x contains {int((~torch.isfinite(x)).sum())} NaN or inf values")
+    if x.min() == x.max():
+        raise ValueError(f"x is constant (every value is {float(x.min())!r}): nothing to estimate")
+    for batch in x if x.dim() > 1 else [x]:
+        obs(batch)
+    if isinstance(obs, Histogram):
+        low, high = obs._non_linear_param_search()
+    else:
+        low, high = obs.min_val, obs.max_val
+    return float(low), float(high)
