@@ -15,9 +15,12 @@ PIP_NOISE  := is ignored: it is neither a file nor a directory
 
 # The kernel is the `python3` kernel of this environment, never one from elsewhere on the machine.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
+# Progress bars (qnb.progress): a few plain-text lines in batch runs, live widget bars in the lab.
+export QNB_PROGRESS := text
+lab: export QNB_PROGRESS := auto
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run test lint unit nbval notebooks lab lock clean
+.PHONY: setup run test lint unit nbval smoke notebooks lab lock clean
 
 setup: $(READY)
 
@@ -28,12 +31,19 @@ $(READY): requirements.lock pyproject.toml
 	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	@touch $@
 
-## run: execute every notebook with papermill into $(RUN) and collect their records
+## run: execute every notebook with papermill into $(RUN): results.csv and report.html
 run: $(READY)
 	$(BIN)/python -m qnb run --out $(RUN) $(NOTEBOOKS)
 
+## sweep: one notebook over a grid, e.g. make sweep NB=notebooks/01_affine_quantization.ipynb
+##        SWEEP="-p bits=2,4,8 --jobs 2" (results in runs/sweep-<notebook>)
+.PHONY: sweep
+sweep: $(READY)
+	@test -n "$(NB)" || { echo 'usage: make sweep NB=notebooks/NN_x.ipynb SWEEP="-p NAME=V1,V2"'; exit 2; }
+	$(BIN)/python -m qnb sweep $(NB) $(SWEEP) --out runs/sweep-$(basename $(notdir $(NB)))
+
 ## test: lint, unit tests, every notebook under nbval, notebook runs with other parameters
-test: lint unit nbval
+test: lint unit nbval smoke
 
 lint: $(READY)
 	$(BIN)/ruff check qnb tests data notebooks
@@ -45,13 +55,20 @@ nbval: $(READY)
 	$(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 
+## smoke: JupyterLab end to end: REST API and kernel, then a headless-Chromium "run all"
+smoke: $(READY)
+	$(PYTEST) tests/smoke
+
 ## notebooks: re-execute the committed notebooks in place (default parameters) and clean them
 notebooks: $(READY)
 	$(BIN)/python -m qnb refresh $(NOTEBOOKS)
 
 ## lab: open JupyterLab on the notebooks, with this environment as the kernel
+# (--allow-root only when run as root, e.g. in a container; no news or update checks: offline)
 lab: $(READY)
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks --LabApp.news_url=None \
+	    --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+	    $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## lock: regenerate the exact pins from the current environment
 lock: $(READY)

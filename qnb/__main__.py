@@ -1,30 +1,147 @@
-"""Command line: `python -m qnb run|refresh ...`."""
+"""Command line of the workbook.
+
+  python -m qnb run [--out DIR] NOTEBOOK...        every notebook, default parameters
+  python -m qnb sweep NOTEBOOK -p NAME=V1,V2 ... [--grid FILE.yaml] --out DIR
+                      [--jobs N] [--timeout S] [--shard I/N] [--force]
+  python -m qnb sweep collect DIR                  merge all runs into DIR/results.csv
+  python -m qnb report DIR                         DIR/results.csv and DIR/report.html
+  python -m qnb refresh NOTEBOOK...                re-execute committed notebooks in place
+
+Exit status: 0 all runs ok, 1 some run failed, 2 bad input (nothing ran).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from qnb import runner
+from qnb import runner, sweep
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=_jobs, default=1, help="runs at a time (default: 1)")
+    parser.add_argument(
+        "--timeout", type=_positive, help="seconds a run may take before it is stopped as failed"
+    )
+    parser.add_argument("--force", action="store_true", help="re-run finished runs too")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m qnb", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run every notebook with default parameters")
+    run.add_argument("notebooks", nargs="+")
+    run.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
+    _add_execution_options(run)
+    sweep_ = commands.add_parser(
+        "sweep",
+        help="run notebooks over a grid of parameters ('sweep collect DIR' merges results)",
+        description="One run per combination of parameter values, each in its own process. "
+        "Re-running skips finished runs and retries failed ones. "
+        "'python -m qnb sweep collect DIR' merges the runs of all shards into DIR/results.csv.",
+    )
+    sweep_.add_argument("notebooks", nargs="+", metavar="NOTEBOOK")
+    sweep_.add_argument(
+        "-p", dest="params", action="append", default=[], metavar="NAME=V1,V2",
+        help="a parameter and its values (Python literals, else strings); repeat per parameter",
+    )  # fmt: skip
+    sweep_.add_argument("--grid", metavar="FILE.yaml", help="YAML mapping names to value lists")
+    sweep_.add_argument("--out", required=True, help="run folder")
+    sweep_.add_argument("--shard", metavar="I/N", help="run only the I-th of N fixed slices")
+    _add_execution_options(sweep_)
+    rep = commands.add_parser("report", help="collect DIR and write DIR/report.html")
+    rep.add_argument("dir")
+    refresh = commands.add_parser("refresh", help="re-execute committed notebooks in place")
+    refresh.add_argument("notebooks", nargs="+")
+    return parser
+
+
+def _collect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m qnb sweep collect",
+        description="Merge every run's status and records in DIR into DIR/results.csv.",
+    )
+    parser.add_argument("dir")
+    return parser
+
+
+def _summary(statuses: list[dict], out: str) -> int:
+    failed = [s for s in statuses if s["status"] != "ok"]
+    print(f"{len(statuses) - len(failed)} ok, {len(failed)} failed; results in {out}")
+    return 1 if failed else 0
+
+
+def _sweep(args: argparse.Namespace, grid: dict) -> list[dict]:
+    shard = sweep.parse_shard(getattr(args, "shard", None))
+    return sweep.sweep(
+        args.notebooks,
+        grid,
+        args.out,
+        jobs=args.jobs,
+        timeout=args.timeout,
+        shard_spec=shard,
+        force=args.force,
+    )
+
+
+def _report(out: str) -> str:
+    from qnb.report import report  # pandas and matplotlib: only when a report is made
+
+    return report(out)
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:2] == ["sweep", "collect"]:
+        out = _collect_parser().parse_args(argv[2:]).dir
+        print(f"wrote {sweep.collect(out)}")
+        return 0
+    args = _parser().parse_args(argv)
+    if args.command == "refresh":
+        try:
+            runner.refresh(args.notebooks)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "report":
+        print(f"wrote {sweep.collect(args.dir)} and {_report(args.dir)}")
+        return 0
+    grid = sweep.build_grid(args.params, args.grid) if args.command == "sweep" else {}
+    statuses = _sweep(args, grid)
+    print(f"wrote {sweep.collect(args.out)}")
+    if args.command == "run":
+        print(f"wrote {_report(args.out)}")
+    return _summary(statuses, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qnb", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="execute notebooks into a run folder, collect records")
-    run.add_argument("notebooks", nargs="+")
-    run.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
-    refresh = commands.add_parser("refresh", help="re-execute committed notebooks in place")
-    refresh.add_argument("notebooks", nargs="+")
-    args = parser.parse_args(argv)
-
-    if args.command == "run":
-        results = runner.run_all(args.notebooks, args.out)
-        failed = [r for r in results if r.status != "ok"]
-        print(f"{len(results) - len(failed)} ok, {len(failed)} failed; records in {args.out}")
-        return 1 if failed else 0
-    runner.refresh(args.notebooks)
-    return 0
+    """Run the command line; bad input is reported as `error: ...` with exit status 2."""
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

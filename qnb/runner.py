@@ -1,19 +1,26 @@
-"""Execute notebooks with papermill and collect what they record.
+"""Execute one notebook with papermill; a failing notebook is a result, not a crash.
 
 Each notebook runs in its own kernel (the `python3` kernel of this environment) with its
-folder as working directory. A failing notebook is reported with the failing cell and the
-others still run.
+folder as working directory. The result names the failing cell by its position in the source
+notebook. `python -m qnb.runner SOURCE OUTPUT [PARAMETERS]` runs one notebook in a process of
+its own (what `qnb.sweep` starts per run) and prints the result as one JSON line.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
+import io
+import json
 import os
+import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
@@ -33,12 +40,42 @@ class RunResult:
     seconds: float
     error: str = ""
     records: dict = field(default_factory=dict)
+    cell: int | None = None  # 1-based position of the failing cell in the source notebook
+    cell_source: str = ""  # its first line of code
+
+
+RESULT_MARKER = "QNB_RESULT "
+_INJECTED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
 
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, PapermillExecutionError):
-        return f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+        return f"{exc.ename}: {exc.evalue}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def failing_cell(nb: nbformat.NotebookNode) -> tuple[int, str] | None:
+    """Position (1-based, in the source notebook) and first line of the cell that failed.
+
+    A cell papermill left `running` counts as failing: the run stopped there (a timeout or a
+    killed kernel). Cells papermill injected (parameters, error banner) are not counted.
+    """
+    position = 0
+    for cell in nb.cells:
+        if _INJECTED_TAGS & set(cell.get("metadata", {}).get("tags", [])):
+            continue
+        position += 1
+        if cell.get("metadata", {}).get("papermill", {}).get("status") in ("failed", "running"):
+            lines = [line for line in cell.source.splitlines() if line.strip()]
+            return position, (lines[0].strip() if lines else "")
+    return None
+
+
+def describe_failure(error: str, cell: int | None, cell_source: str) -> str:
+    """One line for people: `cell 3 (raise RuntimeError('boom')): RuntimeError: boom`."""
+    if cell is None:
+        return error
+    return f"cell {cell} ({cell_source}): {error}" if cell_source else f"cell {cell}: {error}"
 
 
 def execute(
@@ -65,40 +102,39 @@ def execute(
     except Exception as exc:  # noqa: BLE001 - a failed run is a result, not a crash
         error = _describe(exc)
     seconds = time.perf_counter() - start
-    records = read_records(output) if output.is_file() else {}
+    records, where = {}, None
+    if output.is_file():
+        records = read_records(output)
+        where = failing_cell(nbformat.read(output, as_version=4)) if error else None
     status = "failed" if error else "ok"
-    return RunResult(source.name, output, status, seconds, error, records)
+    cell, cell_source = where or (None, "")
+    return RunResult(source.name, output, status, seconds, error, records, cell, cell_source)
 
 
-def write_csv_atomic(path: str | Path, rows: list[dict]) -> Path:
-    """Write `rows` as CSV via a temporary file and a rename, so no reader sees half a file."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` via a temporary file, fsync and a rename, so no reader sees half a file."""
     path = Path(path)
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "x", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
-def run_all(notebooks: list[str | Path], out: str | Path) -> list[RunResult]:
-    """Execute every notebook into `out` and write `out/records.csv` (one row per record)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results, rows = [], []
-    for source in map(Path, notebooks):
-        print(f"[{len(results) + 1}/{len(notebooks)}] {source.name} ...", flush=True)
-        result = execute(source, out / source.name)
-        print(f"    {result.status} in {result.seconds:.0f} s {result.error}", flush=True)
-        results.append(result)
-        rows += [
-            {"notebook": result.notebook, "status": result.status, "name": k, "value": v}
-            for k, v in result.records.items()
-        ] or [{"notebook": result.notebook, "status": result.status, "name": "", "value": ""}]
-    write_csv_atomic(out / "records.csv", rows)
-    return results
+def write_csv_atomic(path: str | Path, rows: list[dict]) -> Path:
+    """Write `rows` as CSV (columns in order of first appearance) atomically."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def refresh(notebooks: list[str | Path]) -> None:
@@ -107,7 +143,28 @@ def refresh(notebooks: list[str | Path]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             result = execute(source, Path(tmp) / source.name)
             if result.status != "ok":
-                raise RuntimeError(f"{source.name} failed ({result.error}); left unchanged")
+                where = describe_failure(result.error, result.cell, result.cell_source)
+                raise RuntimeError(f"{source.name} failed: {where}; left unchanged")
             nb = notebook.clean(notebook.read(result.output))
         notebook.write_atomic(nb, source)
         print(f"{source.name}: refreshed in {result.seconds:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m qnb.runner SOURCE OUTPUT [PARAMETERS]`: one run, its result as a JSON line.
+
+    PARAMETERS is a Python dict literal such as `{'bits': 4}`. Exit status 0 means ok.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (2, 3):
+        print("usage: python -m qnb.runner SOURCE OUTPUT [PARAMETERS]", file=sys.stderr)
+        return 2
+    parameters = ast.literal_eval(args[2]) if len(args) == 3 else {}
+    result = execute(args[0], args[1], parameters)
+    fields = ("status", "seconds", "error", "cell", "cell_source")
+    print(RESULT_MARKER + json.dumps({k: getattr(result, k) for k in fields}), flush=True)
+    return 0 if result.status == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

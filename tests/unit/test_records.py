@@ -1,4 +1,4 @@
-"""qnb.record / qnb.read_records, and running notebooks with papermill."""
+"""qnb.record / qnb.read_records, and running notebooks with papermill (`python -m qnb run`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 import qnb
 from qnb import runner
+from qnb.__main__ import main
 
 
 def test_record_outside_a_notebook_prints_and_returns(capsys):
@@ -51,17 +52,20 @@ def test_records_round_trip_through_an_executed_notebook(notebook_factory, tmp_p
     assert qnb.read_records(result.output) == {"bits": 8, "sqnr_db": 49.9, "note": "hello"}
 
 
-def test_run_all_collects_records_and_survives_a_failure(notebook_factory, tmp_path):
+def test_run_collects_records_of_every_notebook_and_survives_a_failure(notebook_factory, tmp_path):
     good = notebook_factory("a_good.ipynb", "x = 1", "import qnb\nqnb.record('x', x)")
     bad = notebook_factory("b_bad.ipynb", "x = 1", "raise RuntimeError('boom')")
-    results = runner.run_all([bad, good], tmp_path / "run")
-    assert [r.status for r in results] == ["failed", "ok"]
-    assert "RuntimeError: boom" in results[0].error
-    with open(tmp_path / "run" / "records.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert {"notebook": "a_good.ipynb", "status": "ok", "name": "x", "value": "1"} in rows
-    assert any(r["notebook"] == "b_bad.ipynb" and r["status"] == "failed" for r in rows)
-    assert (tmp_path / "run" / "b_bad.ipynb").is_file()  # the failed run is kept to inspect
+    out = tmp_path / "run"
+    # exit status 1: a run failed
+    assert main(["run", "--jobs", "2", "--out", str(out), str(bad), str(good)]) == 1
+    with open(out / "results.csv") as f:
+        rows = {row["notebook"]: row for row in csv.DictReader(f)}
+    assert rows["a_good.ipynb"]["status"] == "ok" and rows["a_good.ipynb"]["x"] == "1"
+    assert rows["b_bad.ipynb"]["status"] == "failed"
+    assert rows["b_bad.ipynb"]["error"] == "RuntimeError: boom"
+    assert rows["b_bad.ipynb"]["cell"] == "2"
+    assert (out / "b_bad.ipynb").is_file()  # the failed run is kept to inspect
+    assert "a_good.ipynb" in (out / "report.html").read_text()
 
 
 def test_execute_refuses_a_notebook_without_parameters_cell(tmp_path):
