@@ -1,0 +1,173 @@
+"""Simulated quantization of a whole model: an ordinary float model whose weights and
+activations are rounded to a `bits`-wide integer grid and back (fake quantization).
+
+Weights get their qparams from torch.ao's (per-channel) min/max observers and are replaced
+by `torch.fake_quantize_per_*_affine` of themselves. Activations are observed with a range
+estimator from `qnb.estimators` during calibration (torch.ao's eager `prepare` puts the
+observers exactly where an int8 model would quantize), then each observer is swapped for a
+fixed fake-quantize step. The result runs at fp32 speed; it measures accuracy, not latency.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.ao.quantization import QConfig, fuse_modules, prepare
+from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+from qnb import affine, estimators
+from qnb.calibration import calibrate
+
+GRANULARITIES = ("per_tensor", "per_channel")
+
+
+@dataclass
+class LayerReport:
+    """How one layer's weights were quantized, and what it cost."""
+
+    name: str
+    kind: str
+    bits: int | None
+    granularity: str
+    weight_sqnr_db: float
+
+
+class FakeQuant(nn.Module):
+    """Fixed per-tensor fake quantization: round to the grid of (scale, zero_point), clamp."""
+
+    def __init__(self, scale: float, zero_point: int, quant_min: int, quant_max: int) -> None:
+        super().__init__()
+        self.scale, self.zero_point = float(scale), int(zero_point)
+        self.quant_min, self.quant_max = int(quant_min), int(quant_max)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fake_quantize_per_tensor_affine(
+            x, self.scale, self.zero_point, self.quant_min, self.quant_max
+        )
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.4g}, zero_point={self.zero_point}, " + (
+            f"range=[{self.quant_min}, {self.quant_max}]"
+        )
+
+
+def _check_bits(bits: int | None, name: str) -> int | None:
+    if bits is None:
+        return None
+    try:
+        return affine._check_bits(bits)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+
+
+def fused(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` with its `fuse_groups()` fused (batch norm folded)."""
+    model = copy.deepcopy(model).eval()
+    groups = model.fuse_groups() if hasattr(model, "fuse_groups") else []
+    return fuse_modules(model, groups) if groups else model
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The Conv/Linear layers holding weights, in definition order, with their names."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def _weight_range(bits: int) -> tuple[int, int, torch.dtype]:
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return qmin, qmax, torch.qint8 if bits <= 8 else torch.qint32
+
+
+def fake_quantize_weight(
+    weight: torch.Tensor, bits: int, granularity: str = "per_channel", symmetric: bool = True
+) -> torch.Tensor:
+    """`weight` rounded to a signed `bits`-wide grid, per output channel or per tensor."""
+    qmin, qmax, dtype = _weight_range(bits)
+    if granularity == "per_channel":
+        scheme = torch.per_channel_symmetric if symmetric else torch.per_channel_affine
+        obs = PerChannelMinMaxObserver(0, dtype, scheme, quant_min=qmin, quant_max=qmax)
+        obs(weight)
+        scale, zp = obs.calculate_qparams()
+        return torch.fake_quantize_per_channel_affine(weight, scale, zp.int(), 0, qmin, qmax)
+    scheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
+    obs = MinMaxObserver(dtype=dtype, qscheme=scheme, quant_min=qmin, quant_max=qmax)
+    obs(weight)
+    scale, zp = obs.calculate_qparams()
+    return torch.fake_quantize_per_tensor_affine(weight, float(scale), int(zp), qmin, qmax)
+
+
+def _quantize_weights_(
+    model: nn.Module, bits: int | None, granularity: str, symmetric: bool
+) -> list[LayerReport]:
+    reports = []
+    for name, layer in weight_layers(model):
+        w = layer.weight.detach()
+        w_hat = w if bits is None else fake_quantize_weight(w, bits, granularity, symmetric)
+        sqnr = affine.sqnr_db(w.numpy(), w_hat.numpy())
+        with torch.no_grad():
+            layer.weight.copy_(w_hat)
+        gran = "float" if bits is None else granularity
+        reports.append(LayerReport(name, type(layer).__name__, bits, gran, sqnr))
+    return reports
+
+
+def _activation_fake_quant_(model: nn.Module) -> dict[str, FakeQuant]:
+    """Swap every calibrated activation observer for a fixed FakeQuant; return them by name."""
+    swapped = {}
+    for name, module in model.named_modules():
+        obs = getattr(module, "activation_post_process", None)
+        if isinstance(obs, nn.Module) and hasattr(obs, "calculate_qparams"):
+            scale, zp = obs.calculate_qparams()
+            module.activation_post_process = FakeQuant(scale, zp, obs.quant_min, obs.quant_max)
+            swapped[name or "input"] = module.activation_post_process
+    return swapped
+
+
+def _qconfig(method: str, bits: int, **kwargs) -> QConfig:
+    estimators.observer(method, bits, **kwargs)  # validate now, not deep inside prepare()
+    act = estimators.observer_factory(method, bits, **kwargs)
+    return QConfig(activation=act, weight=MinMaxObserver.with_args(dtype=torch.qint8))
+
+
+def simulate(
+    model: nn.Module,
+    *,
+    weight_bits: int | None = 8,
+    act_bits: int | None = None,
+    granularity: str = "per_channel",
+    symmetric: bool = True,
+    act_method: str = "minmax",
+    input_method: str = "minmax",
+    calib: Iterable | None = None,
+    num_batches: int | None = None,
+    **estimator_kwargs,
+) -> tuple[nn.Module, list[LayerReport]]:
+    """A fake-quantized float copy of `model`, and a per-layer report of its weights.
+
+    `weight_bits`/`act_bits` of None leave weights/activations in float. With `act_bits`,
+    `calib` (a DataLoader or iterable of batches) is run through the model first so that
+    the `act_method` estimator sees real activations. The model input (its QuantStub) uses
+    `input_method`: an image's range is known, and a spiky pixel histogram (the background)
+    misleads the clipping estimators. The caller's model is not changed.
+    """
+    weight_bits = _check_bits(weight_bits, "weight_bits")
+    act_bits = _check_bits(act_bits, "act_bits")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if act_bits is not None and calib is None:
+        raise ValueError("act_bits needs calib: a DataLoader or iterable of calibration batches")
+    sim = fused(model)
+    report = _quantize_weights_(sim, weight_bits, granularity, symmetric)
+    if act_bits is not None:
+        sim.qconfig = _qconfig(act_method, act_bits, **estimator_kwargs)
+        if hasattr(sim, "quant"):
+            sim.quant.qconfig = _qconfig(input_method, act_bits)
+        if hasattr(sim, "dequant"):
+            sim.dequant.qconfig = None  # its output is float in a real int8 model too
+        prepare(sim, inplace=True)
+        calibrate(sim, calib, num_batches, desc=f"calibrating ({act_method})")
+        sim.activation_ranges = _activation_fake_quant_(sim)
+    return sim, report
