@@ -1,8 +1,14 @@
 """qnb: the helper package of the quantization workbook.
 
-Modules, one idea each: `affine` (the numpy reference of scale/zero-point quantization),
-`data` (offline MNIST), `env` (what this machine offers), `records` (metrics inside executed
-notebooks), `runner` (papermill execution), `notebook` (notebook file hygiene).
+Modules, one idea each:
+- `affine`: the numpy reference of scale/zero-point quantization, bit-exact with torch;
+- `data`: the offline MNIST subset as loaders; `models`: the workbook's CNNs, cached;
+- `estimators`: activation range estimators as torch.ao observers;
+- `calibration`: feeding calibration batches; `simulate`: fake-quantized whole models;
+- `env`: what this machine offers; `progress`: progress bars that suit where code runs;
+- `records`: metrics inside executed notebooks; `exercises`: checks for the exercises;
+- `runner`, `sweep`, `report`: papermill runs, parameter grids, their HTML report;
+- `notebook`: notebook file hygiene.
 """
 
 from qnb.records import read_records, record

@@ -11,8 +11,6 @@ import math
 import re
 from pathlib import Path
 
-import nbformat
-
 MIME_TYPE = "application/vnd.qnb.record+json"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -59,6 +57,8 @@ def read_records(path: str | Path) -> dict[str, Value]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"read_records: no notebook at {str(path)!r}")
+    import nbformat  # here, not at the top: importing it costs ~1 s in every kernel
+
     nb = nbformat.read(path, as_version=4)
     found: dict[str, Value] = {}
     for cell in nb.cells:
