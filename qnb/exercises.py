@@ -128,3 +128,80 @@ def check_db_per_bit(answer: float) -> None:
             "to the noise power (step**2 / 12)?",
         )
     _passed(name, f"{answer:.3f} dB per bit (20*log10 2 = {want:.3f})")
+
+
+def _observer_scales(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel symmetric scales, as torch.ao's PerChannelMinMaxObserver makes them."""
+    from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    obs = PerChannelMinMaxObserver(
+        0, torch.qint8, torch.per_channel_symmetric, quant_min=qmin, quant_max=qmax
+    )
+    obs(weight)
+    return obs.calculate_qparams()[0]
+
+
+def check_channel_scales(scales: np.ndarray, weight: torch.Tensor, bits: int) -> None:
+    """Exercise 02.1: per-output-channel symmetric scales of `weight` at `bits`."""
+    name, want = "Exercise 02.1", _observer_scales(weight.detach(), bits).numpy()
+    got = np.asarray(scales, dtype=np.float64).reshape(-1)
+    half = (2**bits - 1) / 2
+    if got.size == 1 and want.size > 1:
+        _fail(
+            name,
+            "one scale for the whole tensor is per-tensor; take the max over each "
+            "output channel (axis 0) separately",
+        )
+    if got.shape != want.shape:
+        _fail(name, f"expected one scale per output channel, shape {want.shape}, got {got.shape}")
+    if np.allclose(got, want, rtol=1e-5):
+        _passed(name, f"{want.size} scales, from {want.min():.3g} to {want.max():.3g}")
+        return
+    ratio = float(np.median(got / want))
+    if math.isclose(ratio, half / (2 ** (bits - 1) - 1), rel_tol=1e-3):
+        _fail(
+            name,
+            f"you divided by qmax = {2 ** (bits - 1) - 1}; torch's symmetric scale is "
+            f"max|w| / ((qmax - qmin) / 2) = max|w| / {half}",
+        )
+    if math.isclose(ratio, half / 2 ** (bits - 1), rel_tol=1e-3):
+        _fail(
+            name, f"you divided by 2**(bits-1) = {2 ** (bits - 1)}; use (qmax - qmin) / 2 = {half}"
+        )
+    if math.isclose(ratio, 0.5, rel_tol=0.2):
+        _fail(name, "about half the right size: a symmetric range spans -max|w| .. +max|w|")
+    _fail(
+        name,
+        f"scales are {ratio:.3g}x the expected ones; take max |w| over each channel "
+        f"(all axes but 0) and divide by (qmax - qmin) / 2 = {half}",
+    )
+
+
+def check_worst_layer(answer: str, model: torch.nn.Module, bits: int) -> None:
+    """Exercise 02.2: the layer losing most weight SQNR from per-channel to per-tensor."""
+    from qnb import simulate
+
+    name = "Exercise 02.2"
+    losses = {}
+    for layer_name, layer in simulate.weight_layers(simulate.fused(model)):
+        w = layer.weight.detach()
+        sqnr = {
+            g: _sqnr(w, simulate.fake_quantize_weight(w, bits, g)) for g in simulate.GRANULARITIES
+        }
+        losses[layer_name] = sqnr["per_channel"] - sqnr["per_tensor"]
+    want = max(losses, key=losses.get)
+    if answer not in losses:
+        _fail(name, f"{answer!r} is not a weight layer of the fused model; they are {list(losses)}")
+    if answer != want:
+        _fail(
+            name,
+            f"{answer!r} loses {losses[answer]:.1f} dB; another layer loses more. "
+            "Compare per-channel minus per-tensor SQNR for every layer",
+        )
+    _passed(name, f"{want} loses {losses[want]:.1f} dB when all its channels share one scale")
+
+
+def _sqnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    noise = float(((x - x_hat) ** 2).sum())
+    return math.inf if noise == 0 else 10 * math.log10(float((x**2).sum()) / noise)

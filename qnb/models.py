@@ -1,0 +1,428 @@
+"""The workbook's small MNIST CNNs, their training and evaluation, and a cached `pretrained(name)`.
+
+Both models are ready for eager-mode quantization: a `QuantStub` at the start of `forward`, a
+`DeQuantStub` at the end, one module per op (a separate `nn.ReLU` per block, no functional
+adds or concatenations), and `fuse_groups()` naming the conv-bn-relu / linear-relu groups to
+pass to `torch.ao.quantization.fuse_modules`.
+
+- `PlainCNN`: conv-bn-relu-pool x2, linear-relu, linear.
+- `DepthwiseCNN`: a MobileNet-style stem and depthwise 3x3 + pointwise 1x1 blocks, the kind of
+  model on which per-tensor weight quantization is known to hurt (after BN folding, the
+  depthwise channels have very different weight ranges).
+
+`pretrained(name)` trains a model on first use (seconds on a laptop CPU) and caches its weights
+in `.cache/models/` of the checkout (or `$QNB_CACHE/models`), keyed by the training config,
+the training data and the torch version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.ao.quantization import DeQuantStub, QuantStub
+
+from qnb import data
+from qnb.data import _check_int
+from qnb.progress import mode as progress_mode
+from qnb.progress import progress as progress_bar
+
+__all__ = [
+    "MODELS",
+    "TRAINING",
+    "PlainCNN",
+    "DepthwiseCNN",
+    "build",
+    "train",
+    "evaluate",
+    "pretrained",
+    "cache_path",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN_VERSION = 1  # bump when the training procedure changes, so old cache files are not reused
+
+
+class PlainCNN(nn.Module):
+    """conv-bn-relu-pool x2 (1->16->32 channels), linear-relu (1568->32), linear (32->10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quant = QuantStub()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(32 * 7 * 7, 32)
+        self.relu3 = nn.ReLU()
+        self.fc2 = nn.Linear(32, 10)
+        self.dequant = DeQuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.quant(x)
+        x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
+        x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
+        x = torch.flatten(x, 1)
+        x = self.fc2(self.relu3(self.fc1(x)))
+        return self.dequant(x)
+
+    def fuse_groups(self) -> list[list[str]]:
+        """Submodule names to fuse, for `torch.ao.quantization.fuse_modules`."""
+        return [["conv1", "bn1", "relu1"], ["conv2", "bn2", "relu2"], ["fc1", "relu3"]]
+
+
+class SeparableBlock(nn.Module):
+    """Depthwise 3x3 conv-bn-relu (groups = channels), then pointwise 1x1 conv-bn-relu."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(in_channels, in_channels, 3, stride, 1, groups=in_channels, bias=False)
+        self.dw_bn = nn.BatchNorm2d(in_channels)
+        self.dw_relu = nn.ReLU()
+        self.pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.pw_bn = nn.BatchNorm2d(out_channels)
+        self.pw_relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dw_relu(self.dw_bn(self.dw(x)))
+        return self.pw_relu(self.pw_bn(self.pw(x)))
+
+    def fuse_groups(self) -> list[list[str]]:
+        """Submodule names to fuse, relative to this block."""
+        return [["dw", "dw_bn", "dw_relu"], ["pw", "pw_bn", "pw_relu"]]
+
+
+class DepthwiseCNN(nn.Module):
+    """A stem conv-bn-relu (1->16), three depthwise-separable blocks (16->32->64->64, two of them
+    with stride 2), global average pooling and a linear classifier (64->10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quant = QuantStub()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(16)
+        self.stem_relu = nn.ReLU()
+        self.block1 = SeparableBlock(16, 32, stride=2)
+        self.block2 = SeparableBlock(32, 64, stride=2)
+        self.block3 = SeparableBlock(64, 64)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, 10)
+        self.dequant = DeQuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.quant(x)
+        x = self.stem_relu(self.stem_bn(self.stem(x)))
+        x = self.block3(self.block2(self.block1(x)))
+        x = self.fc(torch.flatten(self.pool(x), 1))
+        return self.dequant(x)
+
+    def fuse_groups(self) -> list[list[str]]:
+        """Submodule names to fuse, for `torch.ao.quantization.fuse_modules`."""
+        groups = [["stem", "stem_bn", "stem_relu"]]
+        for name in ("block1", "block2", "block3"):
+            block = getattr(self, name)
+            groups += [[f"{name}.{m}" for m in group] for group in block.fuse_groups()]
+        return groups
+
+
+MODELS: dict[str, type[nn.Module]] = {"plain_cnn": PlainCNN, "depthwise_cnn": DepthwiseCNN}
+
+# Default training config of each model (Adam, cosine-decayed learning rate, seeded shuffling,
+# random shifts of up to `shift` pixels), picked on a split of the train set, not on the test set.
+TRAINING: dict[str, dict[str, float | int]] = {
+    "plain_cnn": {"epochs": 20, "lr": 3e-3, "batch_size": 64, "shift": 2},
+    "depthwise_cnn": {"epochs": 15, "lr": 1e-2, "batch_size": 64, "shift": 2},
+}
+
+
+# --- validation and progress ---------------------------------------------------------------
+
+
+def _check_name(name: object) -> str:
+    known = ", ".join(repr(k) for k in MODELS)
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"name must be one of {known}, got {name!r}")
+    return name
+
+
+def _check_lr(lr: object) -> float:
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a finite number > 0, got {lr!r} ({type(lr).__name__})")
+    if not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    return float(lr)
+
+
+def _check_progress(progress: object) -> bool | None:
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be None (auto), True or False, got {progress!r}")
+    return progress
+
+
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _shifted(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Each image moved by a random (dy, dx) in -shift..shift, filled with the background."""
+    if shift == 0:
+        return images
+    h, w = images.shape[-2:]
+    background = -data.MEAN / data.STD
+    padded = nn.functional.pad(images, (shift, shift, shift, shift), value=background)
+    offsets = torch.randint(0, 2 * shift + 1, (len(images), 2), generator=gen).tolist()
+    return torch.stack(
+        [p[:, y : y + h, x : x + w] for p, (y, x) in zip(padded, offsets, strict=True)]
+    )
+
+
+def _progress(iterable: Iterable, enabled: bool | None, **kw) -> Iterable:
+    """A progress bar over `iterable` (qnb.progress suits it to where code runs); `enabled`
+    False hides it, True shows one even when $QNB_PROGRESS is off."""
+    mode = "off" if enabled is False else None
+    if enabled and progress_mode() == "off":
+        mode = "text"
+    return progress_bar(iterable, mode=mode, **kw)
+
+
+# --- building, training, evaluating --------------------------------------------------------
+
+
+def build(name: str, *, seed: int | None = None) -> nn.Module:
+    """A new untrained model by name (see `MODELS`); its initial weights are drawn with `seed`
+    if given (leaving the global RNG untouched), else from the global RNG."""
+    cls = MODELS[_check_name(name)]
+    if seed is None:
+        return cls()
+    seed = _check_int("seed", seed, 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls()
+
+
+def train(
+    model: nn.Module,
+    *,
+    epochs: int = 20,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    shift: int = 2,
+    seed: int = 0,
+    limit: int | None = None,
+    eval_loader: Iterable | None = None,
+    progress: bool | None = None,
+) -> nn.Module:
+    """Train `model` in place on the train split (or its first `limit` images) and return it
+    in eval mode.
+
+    Adam with a cosine-decayed learning rate and cross-entropy loss; each image is moved by a
+    random shift of up to `shift` pixels (0: none). Shuffling and shifts are drawn from
+    generators seeded with `seed`, so the same model, seed and config give the same weights on
+    the same machine (the global RNG is left untouched). `model.history` gets one dict per
+    epoch: `epoch`, mean train `loss`, `train_acc` (and `eval_acc` on `eval_loader` if given).
+    `progress`: None shows a bar in notebooks and terminals, True/False force it on/off.
+    """
+    model = _check_model(model)
+    epochs = _check_int("epochs", epochs, 1)
+    lr = _check_lr(lr)
+    shift = _check_int("shift", shift, 0, 8)
+    progress = _check_progress(progress)
+    loader = data.train_loader(batch_size, seed=seed, limit=limit)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model must have trainable parameters, got none")
+    history = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(params, lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
+        loss_fn = nn.CrossEntropyLoss()
+        bar = _progress(range(epochs), progress, desc=f"training {type(model).__name__}")
+        for epoch in bar:
+            model.train()
+            total_loss, correct, seen = 0.0, 0, 0
+            for images, labels in loader:
+                opt.zero_grad()
+                logits = model(_shifted(images, shift, gen))
+                loss = loss_fn(logits, labels)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total_loss += loss.item() * len(labels)
+                correct += (logits.argmax(1) == labels).sum().item()
+                seen += len(labels)
+            row = {"epoch": epoch + 1, "loss": total_loss / seen, "train_acc": correct / seen}
+            if eval_loader is not None:
+                row["eval_acc"] = evaluate(model, eval_loader)
+            history.append(row)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+    model.eval()
+    model.history = history
+    return model
+
+
+def evaluate(model: nn.Module, loader: Iterable | None = None) -> float:
+    """Top-1 accuracy in [0, 1] of `model` on `loader`'s (images, labels) batches; the test
+    split by default. Works for float, fake-quantized and converted int8 models (which take
+    float input through their QuantStub). The model runs in eval mode; its mode is restored.
+    (A prepared model's observers still record in eval mode: calibrate before you evaluate.)"""
+    model = _check_model(model)
+    loader = data.test_loader() if loader is None else loader
+    was_training = model.training
+    model.eval()
+    correct = seen = 0
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                if not isinstance(batch, list | tuple) or len(batch) != 2:
+                    raise TypeError(
+                        f"loader must yield (images, labels) pairs, got {type(batch).__name__}"
+                    )
+                images, labels = batch
+                correct += (model(images).argmax(1) == labels).sum().item()
+                seen += len(labels)
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("loader must yield at least one (images, labels) batch, got none")
+    return correct / seen
+
+
+# --- the pretrained cache ------------------------------------------------------------------
+
+
+def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    root = os.environ.get("QNB_CACHE")
+    return (Path(root) if root else REPO / ".cache") / "models"
+
+
+def _data_digest() -> str:
+    images, labels = data.tensors(True)
+    h = hashlib.sha256(images.numpy().tobytes())
+    h.update(labels.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _config(name: str, epochs: int, seed: int) -> dict:
+    """Everything the trained weights depend on (but the machine)."""
+    arch = [[k, list(v.shape)] for k, v in build(name).state_dict().items()]
+    return {
+        "name": name,
+        **TRAINING[name],
+        "epochs": epochs,
+        "seed": seed,
+        "data": _data_digest(),
+        "arch": arch,
+        "train_version": TRAIN_VERSION,
+        "torch": torch.__version__,
+    }
+
+
+def cache_path(
+    name: str,
+    *,
+    epochs: int | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The file `pretrained(name, ...)` reads and writes (it need not exist yet)."""
+    name = _check_name(name)
+    epochs = _check_int("epochs", TRAINING[name]["epochs"] if epochs is None else epochs, 1)
+    seed = _check_int("seed", seed, 0)
+    config = _config(name, epochs, seed)
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    version = re.sub(r"[^A-Za-z0-9.]+", "_", torch.__version__)
+    return _cache_dir(cache_dir) / f"{name}-{key}-torch{version}.pt"
+
+
+def _load(path: Path, name: str) -> nn.Module | None:
+    """The model cached at `path`, or None (with a warning if the file is unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: train again
+        reason = f"not a readable weights file: {type(exc).__name__}"
+    else:
+        try:
+            model = build(name)
+            model.load_state_dict(saved["state_dict"])
+            model.history = list(saved.get("history", []))
+            return model.eval()
+        except Exception as exc:  # other contents, weights of another shape: train again
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:240]
+    warnings.warn(
+        f"cached weights {str(path)!r} could not be read ({reason}); "
+        "training again and replacing the file",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return None
+
+
+def _save(model: nn.Module, path: Path) -> None:
+    """Write the weights atomically (tmp file + os.replace); warn, don't fail, if impossible."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save({"state_dict": model.state_dict(), "history": model.history}, f)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is fine to share
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        warnings.warn(
+            f"could not cache weights at {str(path)!r} ({exc})", RuntimeWarning, stacklevel=3
+        )
+
+
+def pretrained(
+    name: str,
+    *,
+    epochs: int | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> nn.Module:
+    """A trained model by name, in eval mode: a fresh copy on each call.
+
+    Trained on first use with the config in `TRAINING[name]` (`epochs` overrides its epoch
+    count; `seed` sets the initial weights and the shuffling), then cached in `cache_dir`
+    (default `.cache/models/` of the checkout, or `$QNB_CACHE/models`) under a file name keyed
+    by the config, the training data and the torch version. An unreadable cache file is
+    replaced, with a warning. `model.history` holds the per-epoch training history.
+    """
+    path = cache_path(name, epochs=epochs, seed=seed, cache_dir=cache_dir)
+    progress = _check_progress(progress)
+    model = _load(path, name)
+    if model is not None:
+        return model
+    config = dict(TRAINING[name])
+    if epochs is not None:
+        config["epochs"] = epochs
+    model = train(build(name, seed=seed), seed=seed, progress=progress, **config)
+    _save(model, path)
+    return model

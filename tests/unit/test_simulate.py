@@ -1,0 +1,121 @@
+"""Simulated quantization of whole models, and calibration plumbing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qnb import affine, models, simulate
+from qnb.calibration import calibrate
+from qnb.env import hide_deprecation_warnings
+
+hide_deprecation_warnings()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return models.build("plain_cnn", seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def batches():
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(8, 1, 28, 28, generator=gen) for _ in range(3)]
+
+
+def test_weights_land_on_a_grid_of_2_to_the_bits_levels(model):
+    sim, report = simulate.simulate(model, weight_bits=3, granularity="per_tensor")
+    for _, layer in simulate.weight_layers(sim):
+        assert len(torch.unique(layer.weight)) <= 2**3
+    assert [r.name for r in report] == ["conv1.0", "conv2.0", "fc1.0", "fc2"]
+    assert all(r.bits == 3 and r.granularity == "per_tensor" for r in report)
+
+
+def test_per_channel_weights_match_the_numpy_reference(model):
+    w = simulate.fused(model).conv1[0].weight.detach()
+    flat = w.reshape(len(w), -1).numpy()
+    qp = affine.qparams(flat.min(axis=1), flat.max(axis=1), bits=4, symmetric=True)
+    expected = affine.fake_quantize(w.numpy(), qp, axis=0)
+    np.testing.assert_array_equal(simulate.fake_quantize_weight(w, 4).numpy(), expected)
+
+
+def test_per_channel_is_about_as_good_as_per_tensor_on_similar_channels(model):
+    """Freshly initialised layers have channels of similar range: the two are within noise."""
+    _, per_tensor = simulate.simulate(model, weight_bits=4, granularity="per_tensor")
+    _, per_channel = simulate.simulate(model, weight_bits=4, granularity="per_channel")
+    for t, c in zip(per_tensor, per_channel, strict=True):
+        assert c.weight_sqnr_db >= t.weight_sqnr_db - 0.5
+
+
+def test_per_channel_wins_big_when_channel_ranges_differ():
+    w = torch.randn(3, 16, 3, 3, generator=torch.Generator().manual_seed(0))
+    w *= torch.tensor([1.0, 10.0, 100.0])[:, None, None, None]
+    error = {
+        g: affine.sqnr_db(w.numpy(), simulate.fake_quantize_weight(w, 4, g).numpy())
+        for g in simulate.GRANULARITIES
+    }
+    assert error["per_channel"] > error["per_tensor"] + 0.1  # the big channel dominates SQNR
+    small = {g: simulate.fake_quantize_weight(w, 4, g)[0] for g in simulate.GRANULARITIES}
+    assert len(torch.unique(small["per_tensor"])) <= 3  # the small channel is all but erased
+    assert len(torch.unique(small["per_channel"])) >= 12
+
+
+def test_the_callers_model_is_untouched(model, batches):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    simulate.simulate(model, weight_bits=2, act_bits=4, calib=batches)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not hasattr(model, "activation_ranges")
+
+
+def test_activations_are_fake_quantized(model, batches):
+    sim, _ = simulate.simulate(model, weight_bits=None, act_bits=3, calib=batches)
+    assert set(sim.activation_ranges) == {"quant", "conv1", "conv2", "fc1", "fc2"}
+    seen = []
+    sim.conv1.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.inference_mode():
+        sim(batches[0])
+    assert len(torch.unique(seen[0])) <= 2**3
+
+
+def test_weight_only_leaves_activations_float(model, batches):
+    sim, report = simulate.simulate(model, weight_bits=8)
+    assert not hasattr(sim, "activation_ranges")
+    float_out, sim_out = simulate.fused(model)(batches[0]), sim(batches[0])
+    assert torch.allclose(float_out, sim_out, atol=0.05)
+    assert all(r.weight_sqnr_db > 35 for r in report)
+
+
+def test_sixteen_bits_is_nearly_lossless(model, batches):
+    sim, _ = simulate.simulate(model, weight_bits=16, act_bits=16, calib=batches)
+    assert torch.allclose(simulate.fused(model)(batches[0]), sim(batches[0]), atol=1e-3)
+
+
+def test_calib_accepts_pairs_and_stops_after_num_batches(model):
+    pairs = [(torch.randn(2, 1, 28, 28), torch.zeros(2)) for _ in range(5)]
+    assert calibrate(model, pairs, num_batches=2) == 2
+    assert calibrate(model, iter(pairs)) == 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"weight_bits": 1}, ValueError, "weight_bits: bits must be an int in 2..16; got 1"),
+        ({"act_bits": 8.0, "calib": []}, TypeError, "act_bits: bits must be an int"),
+        ({"granularity": "per_row"}, ValueError, "granularity must be one of .*'per_row'"),
+        ({"act_bits": 8}, ValueError, "act_bits needs calib"),
+        ({"act_bits": 8, "calib": [], "act_method": "kl"}, ValueError, "method must be one of"),
+        ({"act_bits": 8, "calib": []}, ValueError, "calib yielded no batches"),
+        ({"act_bits": 8, "calib": torch.zeros(3)}, TypeError, "calib must be a DataLoader"),
+        ({"act_bits": 8, "calib": [[1, 2]]}, TypeError, "got a batch of type int"),
+    ],
+)
+def test_bad_arguments(model, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        simulate.simulate(model, **kwargs)
+
+
+def test_bad_num_batches(model, batches):
+    with pytest.raises(ValueError, match="num_batches must be a positive int or None, got 0"):
+        calibrate(model, batches, num_batches=0)
