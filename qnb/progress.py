@@ -22,6 +22,7 @@ ENV_VAR = "QNB_PROGRESS"
 MODES = ("auto", "text", "off")
 TEXT_MININTERVAL = 60.0  # seconds between redraws of a text bar
 TEXT_NCOLS = 80
+SHOW_AFTER = 2.0  # seconds a loop must run before its bar appears
 
 
 def mode() -> str:
@@ -43,6 +44,7 @@ def progress(iterable: Iterable | None = None, *, mode: str | None = None, **kwa
     a bar to drive by hand: `with progress(total=n) as bar: ... bar.update()`.
     """
     chosen = _resolve(mode)
+    kwargs.setdefault("delay", SHOW_AFTER)  # loops that finish sooner leave no bar behind
     if chosen == "off":
         kwargs["disable"] = True
         return _std.tqdm(iterable, **kwargs)

@@ -37,7 +37,7 @@ def test_unknown_mode_names_the_variable_and_choices(monkeypatch):
 def test_text_mode_writes_a_couple_of_lines_for_a_long_loop(monkeypatch):
     monkeypatch.setenv(qp.ENV_VAR, "text")
     out = io.StringIO()
-    items = list(qp.progress(range(5000), desc="calibrate", file=out))
+    items = list(qp.progress(range(5000), desc="calibrate", file=out, delay=0))
     assert items == list(range(5000))
     text = out.getvalue()
     redraws = text.count("\r")
@@ -65,9 +65,15 @@ def test_off_mode_prints_nothing_and_still_iterates(monkeypatch):
     assert out.getvalue() == ""
 
 
+def test_quick_loops_leave_no_bar(monkeypatch):
+    out = io.StringIO()
+    assert sum(qp.progress(range(100), mode="text", file=out)) == sum(range(100))
+    assert out.getvalue() == ""  # finished before SHOW_AFTER seconds
+
+
 def test_manual_bar_with_total(monkeypatch):
     out = io.StringIO()
-    with qp.progress(total=4, mode="text", file=out) as bar:
+    with qp.progress(total=4, mode="text", file=out, delay=0) as bar:
         for _ in range(4):
             bar.update()
     assert "4/4" in out.getvalue()
