@@ -20,7 +20,7 @@ export QNB_PROGRESS := text
 lab: export QNB_PROGRESS := auto
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run test lint unit nbval smoke notebooks lab lock clean
+.PHONY: setup run test lint unit nbval papermill smoke notebooks lab lock clean
 
 setup: $(READY)
 
@@ -43,7 +43,7 @@ sweep: $(READY)
 	$(BIN)/python -m qnb sweep $(NB) $(SWEEP) --out runs/sweep-$(basename $(notdir $(NB)))
 
 ## test: lint, unit tests, every notebook under nbval, notebook runs with other parameters
-test: lint unit nbval smoke
+test: lint unit nbval papermill smoke
 
 lint: $(READY)
 	$(BIN)/ruff check qnb tests data notebooks
@@ -54,6 +54,10 @@ unit: $(READY)
 nbval: $(READY)
 	$(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+
+## papermill: notebooks run with non-default parameters, their records checked
+papermill: $(READY)
+	$(PYTEST) tests/notebooks
 
 ## smoke: JupyterLab end to end: REST API and kernel, then a headless-Chromium "run all"
 smoke: $(READY)

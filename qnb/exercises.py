@@ -205,3 +205,60 @@ def check_worst_layer(answer: str, model: torch.nn.Module, bits: int) -> None:
 def _sqnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     noise = float(((x - x_hat) ** 2).sum())
     return math.inf if noise == 0 else 10 * math.log10(float((x**2).sum()) / noise)
+
+
+def check_percentile_clip(answer: float, activations: torch.Tensor, percentile: float) -> None:
+    """Exercise 03.1: the top of the range that clips the top (100 - percentile) % of values."""
+    name = "Exercise 03.1"
+    x = activations.detach().reshape(-1).double().numpy()
+    want = float(np.percentile(x, percentile))
+    if not isinstance(answer, int | float | np.floating) or not math.isfinite(answer):
+        _fail(name, f"answer must be a finite number, got {answer!r}")
+    tol = 1e-3 * (float(x.max()) - float(x.min()))
+    if math.isclose(answer, want, abs_tol=tol):
+        _passed(name, f"{answer:.4g} clips {np.mean(x > answer):.3%} of the values")
+        return
+    if math.isclose(answer, float(x.max()), abs_tol=tol):
+        _fail(name, "that is the maximum: a percentile range clips the largest values off")
+    if math.isclose(answer, float(np.percentile(x, 100 - percentile)), abs_tol=tol):
+        _fail(
+            name,
+            "that is the other tail: you want the value below which "
+            f"{percentile}% of the activations lie",
+        )
+    if math.isclose(answer, float(np.percentile(x, percentile / 100)), abs_tol=tol):
+        _fail(name, "np.percentile takes percent (0..100), np.quantile takes a fraction (0..1)")
+    _fail(
+        name,
+        f"{answer:.4g} clips {np.mean(x > answer):.3%} of the values; "
+        f"it should clip {100 - percentile:.3g}%",
+    )
+
+
+def _clip_error(x: np.ndarray, high: float, bits: int) -> float:
+    """Mean squared error of unsigned `bits`-wide fake quantization of x over [0, high]."""
+    scale = high / (2**bits - 1)
+    return float(np.mean((x - np.clip(np.round(x / scale), 0, 2**bits - 1) * scale) ** 2))
+
+
+def check_best_clip(answer: float, activations: torch.Tensor, bits: int) -> None:
+    """Exercise 03.2: a clipping threshold whose total error is within 2% of the best one."""
+    name = "Exercise 03.2"
+    x = activations.detach().reshape(-1).double().numpy()
+    top = float(x.max())
+    if not isinstance(answer, int | float | np.floating) or not 0 < answer <= top * 1.5:
+        _fail(name, f"answer must be a threshold in (0, {top:.3g}], got {answer!r}")
+    grid = np.linspace(top / 200, top, 400)
+    errors = np.array([_clip_error(x, c, bits) for c in grid])
+    best, got = float(errors.min()), _clip_error(x, float(answer), bits)
+    if got <= 1.02 * best:
+        _passed(name, f"threshold {answer:.4g}: error {got:.3g} (best on a fine grid {best:.3g})")
+        return
+    side = (
+        "clamps too much (lower error: raise it)"
+        if answer < grid[errors.argmin()]
+        else ("wastes levels on rare large values (lower it)")
+    )
+    _fail(
+        name, f"threshold {answer:.4g} has error {got:.3g}, {got / best:.2f}x the best; it {side}"
+    )
