@@ -8,7 +8,7 @@ VENV       := .venv
 BIN        := $(VENV)/bin
 READY      := $(VENV)/.ready
 RUN        ?= runs/latest
-NOTEBOOKS  := $(sorted $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NOTEBOOKS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST     := $(BIN)/python -m pytest
 # pip's complaints about this machine's local index folders, not about us
 PIP_NOISE  := is ignored: it is neither a file nor a directory
