@@ -74,3 +74,13 @@ def test_parameters_are_documented(path):
     for line in source.splitlines():
         if re.match(r"^[A-Za-z_]\w*\s*=", line):
             assert "#" in line, f"undocumented parameter: {line}"
+
+
+def test_make_run_lists_every_notebook():
+    import subprocess
+
+    dry = subprocess.run(
+        ["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    for path in NOTEBOOKS:
+        assert f"notebooks/{path.name}" in dry
