@@ -262,3 +262,31 @@ def check_best_clip(answer: float, activations: torch.Tensor, bits: int) -> None
     _fail(
         name, f"threshold {answer:.4g} has error {got:.3g}, {got / best:.2f}x the best; it {side}"
     )
+
+
+def check_sweep_gap(answer: dict, results_csv: str) -> None:
+    """Exercise 09.1: mean SQNR gap (asymmetric - symmetric on ReLU data) per compare_bits."""
+    import pandas as pd
+
+    name = "Exercise 09.1"
+    table = pd.read_csv(results_csv)
+    ok = table[table.status == "ok"]
+    gap = ok.sqnr_relu_asymmetric_db - ok.sqnr_relu_symmetric_db
+    want = gap.groupby(ok.compare_bits).mean().to_dict()
+    if not isinstance(answer, dict) or not answer:
+        _fail(name, "answer with a dict {compare_bits: mean gap in dB}")
+    if set(map(int, answer)) != set(map(int, want)):
+        _fail(
+            name, f"expected one entry per swept compare_bits {sorted(want)}, got {sorted(answer)}"
+        )
+    for bits, value in want.items():
+        got = answer.get(bits, answer.get(int(bits)))
+        if math.isclose(got, -value, abs_tol=1e-6):
+            _fail(name, "the sign is flipped: asymmetric minus symmetric")
+        if not math.isclose(got, value, abs_tol=1e-6):
+            _fail(
+                name,
+                f"at {bits} bits the mean gap over the seeds is {value:.3f} dB, not {got:.3f}; "
+                "average over runs with the same compare_bits (only runs with status ok)",
+            )
+    _passed(name, ", ".join(f"{b} bits: {v:.2f} dB" for b, v in sorted(want.items())))
