@@ -35,7 +35,7 @@ def _check(name: str, value: Value) -> Value:
     return value
 
 
-def record(name: str, value: Value) -> Value:
+def record(name: str, value: Value) -> None:
     """Record metric `name` = `value` in the running notebook (or print it outside one)."""
     value = _check(name, value)
     shown = f"{value:.6g}" if isinstance(value, float) else value
@@ -49,7 +49,6 @@ def record(name: str, value: Value) -> Value:
         display({MIME_TYPE: {"name": name, "value": value}, "text/plain": text}, raw=True)
     else:
         print(text)
-    return value
 
 
 def read_records(path: str | Path) -> dict[str, Value]:
