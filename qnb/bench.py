@@ -1,0 +1,380 @@
+"""Latency and size of deployable models, measured the way DESIGN.md's methodology asks.
+
+`compare({"fp32": model, "int8": qmodel}, example)` times every model on the same input in one
+process: warm-up runs, then `repeats` timed samples taken round-robin (the order reverses every
+round, so slow drift of the machine hits every model alike), with the thread count and the
+quantized engine set for the measurement and restored after. It reports per model the median
+time per call with its spread (p25-p75, min), the speedup over the baseline as a ratio, and the
+serialized size. The result prints its conditions (threads, engine, batch, torch, CPU and its
+int8 features) above the table, so a figure shown in a notebook never loses them.
+
+A model that still holds observers or fake-quant modules is refused (`check_deployable`): it
+runs float code with extra work and says nothing about int8 speed.
+"""
+
+from __future__ import annotations
+
+import gc
+import html
+import io
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.ao.quantization import FakeQuantizeBase
+from torch.ao.quantization.observer import ObserverBase
+
+from qnb import env
+from qnb.data import _check_int
+from qnb.models import _check_progress, _progress
+from qnb.simulate import FakeQuant
+
+__all__ = ["BenchResult", "Row", "check_deployable", "compare", "serialized_size", "size_on_disk"]
+
+MIN_SAMPLE_NS = 1_000_000  # with inner=None, each timed sample lasts at least ~1 ms
+MAX_INNER = 10_000  # ... but never more calls per sample than this
+
+Example = torch.Tensor | Callable[[nn.Module], object]
+
+
+# --- what may be timed ----------------------------------------------------------------------
+
+
+def _fake_quant_types() -> tuple[type, ...]:
+    types: tuple[type, ...] = (FakeQuantizeBase, FakeQuant)
+    qat = sys.modules.get("torchao.quantization.qat")  # only loaded models can hold its modules
+    base = getattr(qat, "FakeQuantizerBase", None)
+    return types + (base,) if isinstance(base, type) else types
+
+
+def _check_model(model: object, label: str) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{label} must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def check_deployable(model: nn.Module, name: str | None = None) -> nn.Module:
+    """`model` itself if it holds no observer and no fake-quant module, else a ValueError naming
+    the first such module's path and type (`name` labels the model in the message)."""
+    label = f"model {name!r}" if name is not None else "model"
+    _check_model(model, label)
+    fake_quant = _fake_quant_types()
+    found = [
+        (path or "<root>", module)
+        for path, module in model.named_modules()
+        if isinstance(module, (ObserverBase, *fake_quant))
+    ]
+    if not found:
+        return model
+    path, module = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    kind = type(module).__name__
+    if isinstance(module, ObserverBase):
+        raise ValueError(
+            f"{label} still holds an observer at {path} ({kind}){more}: convert it before "
+            "timing (torch.ao.quantization.convert); an observed model runs in float and "
+            "measures the observers, not int8"
+        )
+    raise ValueError(
+        f"{label} still holds a fake-quant module at {path} ({kind}){more}: a simulated model "
+        "runs float arithmetic and measures accuracy, not latency; time the converted int8 "
+        "model (torch.ao.quantization.convert) instead"
+    )
+
+
+# --- size -----------------------------------------------------------------------------------
+
+
+def serialized_size(model: nn.Module) -> int:
+    """Bytes of `torch.save(model.state_dict())`: weights, qparams and packed int8 params."""
+    _check_model(model, "model")
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def size_on_disk(path: str | os.PathLike[str]) -> int:
+    """Bytes of the file at `path` (for example a saved state dict)."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path={os.fspath(path)!r} is not a file")
+    return os.path.getsize(path)
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One model's timed samples, in ms per call, and its serialized size."""
+
+    name: str
+    times_ms: list[float]
+    calls_per_sample: int
+    size_bytes: int | None = None
+
+    def quantile(self, q: float) -> float:
+        return float(np.quantile(self.times_ms, q))
+
+    @property
+    def median_ms(self) -> float:
+        return self.quantile(0.5)
+
+
+@dataclass
+class BenchResult:
+    """Timings of several models under one set of conditions; see `compare`."""
+
+    rows: list[Row]
+    baseline: str
+    conditions: dict[str, object] = field(default_factory=dict)
+
+    def _row(self, name: str) -> Row:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        known = ", ".join(repr(r.name) for r in self.rows)
+        raise KeyError(f"name must be one of {known}, got {name!r}")
+
+    def speedup(self, name: str) -> float:
+        """Baseline median time / median time of model `name` (> 1: faster than baseline)."""
+        return self._row(self.baseline).median_ms / self._row(name).median_ms
+
+    def median_ms(self, name: str) -> float:
+        """Median time per call of model `name`, in milliseconds."""
+        return self._row(name).median_ms
+
+    def context(self) -> dict[str, object]:
+        """The conditions of the measurement: threads, engine, batch, torch, CPU, runs, and
+        the 1-minute load average before it (other work on the cores skews every figure)."""
+        return dict(self.conditions)
+
+    def table(self) -> pd.DataFrame:
+        """One row per model: median, p25, p75 and min ms per call, speedup over the baseline
+        (with p25-p75 of the per-round paired ratios), size in bytes, calls per sample."""
+        base = self._row(self.baseline)
+        records = []
+        for row in self.rows:
+            paired = np.asarray(base.times_ms) / np.asarray(row.times_ms)
+            records.append(
+                {
+                    "model": row.name,
+                    "median_ms": row.median_ms,
+                    "p25_ms": row.quantile(0.25),
+                    "p75_ms": row.quantile(0.75),
+                    "min_ms": min(row.times_ms),
+                    "speedup": self.speedup(row.name),
+                    "speedup_p25": float(np.quantile(paired, 0.25)),
+                    "speedup_p75": float(np.quantile(paired, 0.75)),
+                    "size_bytes": row.size_bytes,
+                    "calls_per_sample": row.calls_per_sample,
+                }
+            )
+        return pd.DataFrame.from_records(records).set_index("model")
+
+    def summary(self) -> str:
+        """The conditions as one line, to print next to any figure taken from this result."""
+        c = self.conditions
+        batch = "batch ?" if c.get("batch") is None else f"batch {c['batch']}"
+        features = ", ".join(c.get("cpu_features") or []) or "no AVX2/AVX-512 int8 features"
+        return (
+            f"{c.get('engine')} engine, {c.get('threads')} thread(s) of {c.get('cores')} cores "
+            f"(load {c.get('load_1min', '?')}), "
+            f"{batch}, torch {c.get('torch')}, {c.get('cpu')} ({features}; int8 peak "
+            f"{c.get('int8_peak_ratio')}x fp32); {c.get('warmup')} warm-up + {c.get('repeats')} "
+            f"timed samples per model, interleaved; baseline {self.baseline!r}; "
+            "times are ms per call (median, p25-p75)"
+        )
+
+    def __str__(self) -> str:
+        with pd.option_context("display.float_format", "{:.4g}".format):
+            return f"{self.summary()}\n{self.table().to_string()}"
+
+    def _repr_html_(self) -> str:
+        table = self.table().to_html(float_format="{:.4g}".format)
+        return f"<p><small>{html.escape(self.summary())}</small></p>\n{table}"
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+def _check_models(models: object) -> dict[str, nn.Module]:
+    if not isinstance(models, Mapping):
+        raise TypeError(f"models must be a dict of name -> nn.Module, got {type(models).__name__}")
+    if not models:
+        raise ValueError("models must name at least one model, got an empty dict")
+    checked = {}
+    for name, model in models.items():
+        if not isinstance(name, str):
+            raise TypeError(f"models keys must be str names, got {name!r}")
+        check_deployable(model, name)
+        if model.training:
+            raise ValueError(
+                f"model {name!r} is in training mode: call .eval() before timing (batch norm "
+                "and dropout behave differently in training)"
+            )
+        checked[name] = model
+    return checked
+
+
+def _check_example(example: object) -> tuple[Callable[[nn.Module], object], int | None]:
+    """The call to time, and the batch size (dim 0 of a tensor example, else None)."""
+    if isinstance(example, torch.Tensor):
+        if example.dim() == 0:
+            raise ValueError("example must be a batch with a leading batch dim, got a scalar")
+        if example.is_floating_point() and not bool(torch.isfinite(example).all()):
+            raise ValueError("example holds NaN or inf; time the models on finite input")
+        return (lambda model: model(example)), int(example.shape[0])
+    if callable(example):
+        return example, None
+    raise TypeError(
+        "example must be an input tensor (passed as model(example)) or a callable "
+        f"run(model), got {type(example).__name__}"
+    )
+
+
+def _check_engine(engine: object) -> str | None:
+    allowed = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    if engine is not None and engine not in allowed:
+        raise ValueError(f"engine must be None or one of {', '.join(allowed)}, got {engine!r}")
+    return engine
+
+
+def _check_threads(threads: object) -> int | None:
+    if threads is None:
+        return None
+    return _check_int("threads", threads, 1, os.cpu_count() or 1)
+
+
+def _sample_ns(run: Callable[[nn.Module], object], model: nn.Module, calls: int) -> int:
+    start = time.perf_counter_ns()
+    for _ in range(calls):
+        run(model)
+    return time.perf_counter_ns() - start
+
+
+def _calls_per_sample(run: Callable[[nn.Module], object], model: nn.Module) -> int:
+    """Enough calls that a sample lasts >= MIN_SAMPLE_NS, from the fastest of <= 3 calls."""
+    once = _sample_ns(run, model, 1)
+    if once < MIN_SAMPLE_NS:  # a fast model: two more calls, so one slow call cannot mislead
+        once = min(once, _sample_ns(run, model, 1), _sample_ns(run, model, 1))
+    return min(MAX_INNER, max(1, math.ceil(MIN_SAMPLE_NS / max(once, 1))))
+
+
+def _rounds(names: list[str], repeats: int) -> Iterable[list[str]]:
+    """The order of each round: as given, then reversed, alternately."""
+    for r in range(repeats):
+        yield names if r % 2 == 0 else names[::-1]
+
+
+def _measure(
+    models: dict[str, nn.Module],
+    run: Callable[[nn.Module], object],
+    warmup: int,
+    repeats: int,
+    inner: int | None,
+    progress: bool | None,
+) -> dict[str, tuple[list[float], int]]:
+    """Per model: the timed samples in ms per call, and the calls per sample."""
+    names = list(models)
+    current = names[0]
+    try:
+        for order in _rounds(names, warmup):
+            for current in order:
+                run(models[current])
+        calls = {}
+        for current in names:
+            calls[current] = inner or _calls_per_sample(run, models[current])
+        times: dict[str, list[float]] = {name: [] for name in names}
+        rounds = _progress(_rounds(names, repeats), progress, desc="timing", total=repeats)
+        for order in rounds:
+            for current in order:
+                ns = _sample_ns(run, models[current], calls[current])
+                times[current].append(ns / calls[current] / 1e6)
+    except Exception as exc:
+        exc.add_note(f"(raised while qnb.bench.compare ran model {current!r})")
+        raise
+    return {name: (times[name], calls[name]) for name in names}
+
+
+def compare(
+    models: Mapping[str, nn.Module],
+    example: Example,
+    *,
+    baseline: str | None = None,
+    warmup: int = 3,
+    repeats: int = 20,
+    threads: int | None = None,
+    engine: str | None = None,
+    inner: int | None = None,
+    progress: bool | None = None,
+) -> BenchResult:
+    """Time each model of `models` (name -> eval-mode nn.Module) on the same input.
+
+    `example` is the input tensor (each call is `model(example)`; its dim 0 is the batch size
+    reported) or a callable `run(model)` for models that need more than one tensor. Every
+    model gets `warmup` untimed calls, then `repeats` timed samples, taken round-robin in an
+    order that reverses every round, under `torch.inference_mode()`. A sample is `inner`
+    calls (None: enough calls that a sample lasts >= 1 ms, sized by up to 3 extra calls) and is
+    reported as ms per call. `threads` (1..cores; None: the current count) and `engine` (a
+    quantized engine; None: the current one; it should be the engine the int8 models were
+    converted with) hold for the measurement only and are restored after, also on error.
+    `speedup` is the median time of `baseline` (default: the first model) over each model's.
+    Models holding observers or fake-quant modules, or in training mode, are refused.
+    """
+    models = _check_models(models)
+    run, batch = _check_example(example)
+    baseline = next(iter(models)) if baseline is None else baseline
+    if baseline not in models:
+        known = ", ".join(repr(k) for k in models)
+        raise ValueError(f"baseline must be None or one of {known}, got {baseline!r}")
+    warmup = _check_int("warmup", warmup, 0)
+    repeats = _check_int("repeats", repeats, 1)
+    inner = None if inner is None else _check_int("inner", inner, 1, MAX_INNER)
+    threads = _check_threads(threads)
+    engine = _check_engine(engine)
+    progress = _check_progress(progress)
+
+    sizes = {name: serialized_size(model) for name, model in models.items()}
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    old_threads, old_engine = torch.get_num_threads(), torch.backends.quantized.engine
+    gc_was_enabled = gc.isenabled()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if engine is not None:
+            torch.backends.quantized.engine = engine
+        info = env.report()
+        gc.disable()
+        with torch.inference_mode():
+            measured = _measure(models, run, warmup, repeats, inner, progress)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        torch.set_num_threads(old_threads)
+        torch.backends.quantized.engine = old_engine
+
+    rows = [Row(n, times, calls, sizes[n]) for n, (times, calls) in measured.items()]
+    conditions = {
+        "threads": info["threads"],
+        "engine": info["quantized_engine"],
+        "batch": batch,
+        "torch": info["torch"],
+        "cpu": info["cpu"],
+        "cpu_capability": info["cpu_capability"],
+        "cpu_features": info["cpu_features"],
+        "int8_peak_ratio": info["int8_peak_ratio"],
+        "cores": info["cores"],
+        "load_1min": load,
+        "warmup": warmup,
+        "repeats": repeats,
+    }
+    return BenchResult(rows, baseline, conditions)

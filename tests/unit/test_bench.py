@@ -1,0 +1,236 @@
+"""Latency and size measurement: validation, refusal of undeployable models, state restore.
+
+No test asserts a speed: the cores are shared, so only structure, order and sizes are checked.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+from torch.ao.quantization import FakeQuantize, convert, get_default_qconfig, prepare
+
+from qnb import bench, models, simulate
+from qnb.env import hide_deprecation_warnings
+
+hide_deprecation_warnings()
+
+X = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+CORES = os.cpu_count() or 1
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_state():
+    """Whatever a test does, the next one starts with the same threads and engine."""
+    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
+    yield
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = engine
+
+
+@pytest.fixture(scope="module")
+def fp32():
+    return models.build("plain_cnn", seed=0).eval()
+
+
+def _prepared(model: nn.Module) -> nn.Module:
+    m = simulate.fused(model)
+    m.qconfig = get_default_qconfig("x86")
+    torch.backends.quantized.engine = "x86"
+    prepare(m, inplace=True)
+    with torch.inference_mode():
+        m(X)
+    return m
+
+
+@pytest.fixture(scope="module")
+def int8(fp32):
+    engine = torch.backends.quantized.engine
+    try:
+        return convert(_prepared(fp32), inplace=False)
+    finally:
+        torch.backends.quantized.engine = engine
+
+
+class Recorder(nn.Module):
+    """A stand-in model that logs its name and the threads/engine it ran under."""
+
+    def __init__(self, name: str, log: list, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.name, self.log, self.fail_at = name, log, fail_at
+        self.seen: list[tuple[int, str]] = []
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.log.append(self.name)
+        self.seen.append((torch.get_num_threads(), torch.backends.quantized.engine))
+        if self.fail_at is not None and len(self.seen) >= self.fail_at:
+            raise RuntimeError("boom")
+        return x
+
+
+def _other_threads() -> int:
+    return 1 if torch.get_num_threads() != 1 else min(2, CORES)
+
+
+def _other_engine() -> str:
+    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    return next(e for e in engines if e != torch.backends.quantized.engine)
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"repeats": 0}, ValueError, r"repeats must be an int >= 1, got 0"),
+        ({"repeats": -3}, ValueError, r"repeats must be an int >= 1, got -3"),
+        ({"repeats": 2.5}, TypeError, r"repeats must be an int >= 1, got 2.5"),
+        ({"repeats": True}, TypeError, r"repeats must be an int >= 1, got True"),
+        ({"warmup": -1}, ValueError, r"warmup must be an int >= 0, got -1"),
+        ({"threads": 0}, ValueError, rf"threads must be an int in 1..{CORES}, got 0"),
+        ({"threads": CORES + 1}, ValueError, rf"threads must be an int in 1\.\.{CORES}, got"),
+        ({"threads": "2"}, TypeError, r"threads must be an int in 1\.\."),
+        ({"inner": 0}, ValueError, r"inner must be an int in 1\.\."),
+        ({"engine": "tpu"}, ValueError, r"engine must be None or one of .*x86.*, got 'tpu'"),
+        ({"engine": "none"}, ValueError, r"engine must be None or one of .*, got 'none'"),
+        ({"baseline": "int4"}, ValueError, r"baseline must be None or one of 'a', got 'int4'"),
+        ({"progress": "yes"}, TypeError, r"progress must be None"),
+    ],
+)
+def test_bad_arguments_are_named_with_their_value(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        bench.compare({"a": Recorder("a", [])}, X, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("models_arg", "example", "error", "match"),
+    [
+        ({}, X, ValueError, r"models must name at least one model, got an empty dict"),
+        ([nn.Identity()], X, TypeError, r"models must be a dict .*, got list"),
+        ({"a": lambda x: x}, X, TypeError, r"model 'a' must be a torch.nn.Module, got function"),
+        ({1: nn.Identity()}, X, TypeError, r"models keys must be str names, got 1"),
+        (
+            {"a": nn.Identity().eval()},
+            "x",
+            TypeError,
+            r"example must be an input tensor .*, got str",
+        ),
+        ({"a": nn.Identity().eval()}, torch.tensor(1.0), ValueError, r"example must be a batch"),
+        ({"a": nn.Identity().eval()}, torch.full((2, 3), torch.nan), ValueError, r"NaN or inf"),
+        ({"a": nn.Dropout()}, X, ValueError, r"model 'a' is in training mode: call .eval()"),
+    ],
+)
+def test_bad_models_and_examples_are_refused(models_arg, example, error, match):
+    with pytest.raises(error, match=match):
+        bench.compare(models_arg, example)
+
+
+# --- models that must not be timed -------------------------------------------------------
+
+
+def test_an_observed_model_is_refused_with_the_observer_path(fp32):
+    observed = _prepared(fp32)
+    with pytest.raises(ValueError, match=r"model 'int8' still holds an observer at ") as info:
+        bench.compare({"fp32": fp32, "int8": observed}, X)
+    message = str(info.value)
+    assert "activation_post_process (" in message and "Observer)" in message
+    assert "torch.ao.quantization.convert" in message and "more)" in message
+
+
+def test_a_simulated_model_is_refused_as_fake_quant(fp32):
+    sim, _ = simulate.simulate(fp32, weight_bits=8, act_bits=8, calib=[torch.randn(2, 1, 28, 28)])
+    with pytest.raises(ValueError, match=r"model 'sim' still holds a fake-quant module at "):
+        bench.compare({"sim": sim}, X)
+    with pytest.raises(ValueError, match=r"\(FakeQuant\)"):
+        bench.check_deployable(sim)
+
+
+def test_a_torch_ao_fake_quantize_is_refused():
+    qat = nn.Sequential(nn.Linear(4, 4), FakeQuantize()).eval()
+    with pytest.raises(ValueError, match=r"model still holds a fake-quant module at 1 "):
+        bench.check_deployable(qat)
+
+
+def test_float_and_converted_models_are_deployable(fp32, int8):
+    assert bench.check_deployable(fp32) is fp32
+    assert bench.check_deployable(int8, "int8") is int8
+
+
+# --- measurement ----------------------------------------------------------------------------
+
+
+def test_runs_are_interleaved_and_the_order_alternates():
+    log: list[str] = []
+    fakes = {n: Recorder(n, log) for n in "abc"}
+    bench.compare(fakes, X, warmup=1, repeats=4, inner=1)
+    assert log == list("abc" + "abc" + "cba" + "abc" + "cba")  # warm-up round, 4 timed rounds
+
+
+def test_threads_and_engine_are_set_for_the_run_and_restored_after():
+    threads, engine = _other_threads(), _other_engine()
+    before = torch.get_num_threads(), torch.backends.quantized.engine
+    fake = Recorder("a", [])
+    result = bench.compare({"a": fake}, X, warmup=1, repeats=2, threads=threads, engine=engine)
+    assert set(fake.seen) == {(threads, engine)}
+    assert (torch.get_num_threads(), torch.backends.quantized.engine) == before
+    assert result.context()["threads"] == threads and result.context()["engine"] == engine
+
+
+def test_threads_and_engine_are_restored_when_the_model_raises():
+    before = torch.get_num_threads(), torch.backends.quantized.engine
+    fakes = {"ok": Recorder("ok", []), "bad": Recorder("bad", [], fail_at=3)}
+    with pytest.raises(RuntimeError, match="boom") as info:
+        bench.compare(
+            fakes, X, warmup=1, repeats=5, threads=_other_threads(), engine=_other_engine()
+        )
+    assert (torch.get_num_threads(), torch.backends.quantized.engine) == before
+    assert "model 'bad'" in "".join(info.value.__notes__)
+
+
+def test_result_table_context_and_speedups(fp32, int8):
+    result = bench.compare({"fp32": fp32, "int8": int8}, X, warmup=1, repeats=3, threads=1)
+    table = result.table()
+    assert list(table.index) == ["fp32", "int8"]
+    assert {"median_ms", "p25_ms", "p75_ms", "min_ms", "speedup", "size_bytes"} <= set(table)
+    assert table.loc["fp32", "speedup"] == 1.0 == result.speedup("fp32")
+    assert result.speedup("int8") == pytest.approx(
+        table.loc["fp32", "median_ms"] / result.median_ms("int8")
+    )
+    assert (table["min_ms"] <= table["median_ms"]).all() and (table["calls_per_sample"] >= 1).all()
+    context = result.context()
+    assert context["threads"] == 1 and context["batch"] == 2 and context["repeats"] == 3
+    assert context["engine"] == torch.backends.quantized.engine
+    assert {"torch", "cpu", "cpu_features", "int8_peak_ratio", "load_1min"} <= set(context)
+    text, page = str(result), result._repr_html_()
+    assert text.startswith(result.summary()) and "batch 2" in text and "1 thread(s)" in text
+    assert page.index("thread(s)") < page.index("<table")
+    with pytest.raises(KeyError, match="name must be one of 'fp32', 'int8', got 'fp16'"):
+        result.speedup("fp16")
+
+
+def test_baseline_and_callable_example():
+    fakes = {"a": Recorder("a", []), "b": Recorder("b", [])}
+    result = bench.compare(fakes, lambda m: m(X), baseline="b", warmup=0, repeats=2)
+    assert result.speedup("b") == 1.0 and result.baseline == "b"
+    assert result.context()["batch"] is None and "batch ?" in str(result)
+
+
+# --- size ------------------------------------------------------------------------------------
+
+
+def test_int8_state_is_under_a_third_of_fp32(fp32, int8):
+    assert bench.serialized_size(int8) < bench.serialized_size(fp32) / 3
+
+
+def test_size_on_disk_of_a_saved_state_dict(int8, tmp_path):
+    path = tmp_path / "int8.pt"
+    torch.save(int8.state_dict(), path)
+    assert bench.size_on_disk(path) == path.stat().st_size > 0
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        bench.size_on_disk(tmp_path / "missing.pt")
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got OrderedDict"):
+        bench.serialized_size(int8.state_dict())
