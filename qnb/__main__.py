@@ -6,6 +6,10 @@
   python -m qnb sweep collect DIR                  merge all runs into DIR/results.csv
   python -m qnb report DIR                         DIR/results.csv and DIR/report.html
   python -m qnb refresh NOTEBOOK...                re-execute committed notebooks in place
+  python -m qnb assignments build --out DIR [NOTEBOOK...]
+                      DIR/student (solutions as stubs) and DIR/instructor versions
+  python -m qnb assignments grade NOTEBOOK... [--out DIR] [--reference DIR]
+                      [--timeout S] [--jobs N]  grades.csv, grades.json, graded notebooks
 
 Exit status: 0 all runs ok, 1 some run failed, 2 bad input (nothing ran).
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from qnb import runner, sweep
 
@@ -71,7 +76,67 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("dir")
     refresh = commands.add_parser("refresh", help="re-execute committed notebooks in place")
     refresh.add_argument("notebooks", nargs="+")
+    _add_assignments(commands)
     return parser
+
+
+def _add_assignments(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "assignments", help="student and instructor versions of the notebooks, and grading"
+    )
+    actions = parser.add_subparsers(dest="action", required=True)
+    build = actions.add_parser(
+        "build",
+        help="write DIR/student (solutions replaced by stubs) and DIR/instructor",
+        description="Student versions: every solution cell replaced by a stub that raises "
+        "NotImplementedError with a hint, outputs cleared. Instructor versions: solutions kept.",
+    )
+    build.add_argument(
+        "notebooks", nargs="*", metavar="NOTEBOOK", help="default: every notebooks/NN_*.ipynb"
+    )
+    build.add_argument("--out", required=True, help="output folder")
+    grade = actions.add_parser(
+        "grade",
+        help="execute submitted notebooks and score every exercise",
+        description="Runs each notebook in a process of its own and reads each check's result. "
+        "Prints a table; writes OUT/grades.csv, OUT/grades.json and the executed notebooks "
+        "in OUT/graded/.",
+    )
+    grade.add_argument("notebooks", nargs="+", metavar="NOTEBOOK")
+    grade.add_argument("--out", default=".", help="folder for the grades (default: .)")
+    grade.add_argument(
+        "--reference", metavar="DIR",
+        help="instructor notebooks: exercises, points and check cells come from the same-named "
+        "notebook there, so an edited or deleted check cell does not count",
+    )  # fmt: skip
+    grade.add_argument(
+        "--timeout", type=_positive, default=900.0, metavar="S",
+        help="seconds a notebook may take before it is stopped (default: 900)",
+    )  # fmt: skip
+    grade.add_argument(
+        "--jobs", type=_jobs, default=1, metavar="N", help="notebooks at a time (default: 1)"
+    )
+
+
+def _assignments(args: argparse.Namespace) -> int:
+    from qnb import assignments  # pandas: only when needed
+
+    if args.action == "build":
+        written = assignments.build(args.out, args.notebooks)
+        for kind, paths in written.items():
+            print(f"{kind}: {len(paths)} notebooks in {Path(args.out) / kind}")
+        return 0
+    try:
+        table = assignments.grade(
+            args.notebooks, args.timeout, args.reference, args.out, jobs=args.jobs
+        )
+    except KeyboardInterrupt:
+        print("interrupted; nothing written", file=sys.stderr)
+        return 130
+    print(assignments.format_table(table))
+    csv_path, json_path = assignments.write_grades(table, args.out)
+    print(f"wrote {csv_path} and {json_path}")
+    return 0
 
 
 def _collect_parser() -> argparse.ArgumentParser:
@@ -121,6 +186,8 @@ def _main(argv: list[str]) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
+    if args.command == "assignments":
+        return _assignments(args)
     if args.command == "report":
         print(f"wrote {sweep.collect(args.dir)} and {_report(args.dir)}")
         return 0

@@ -6,7 +6,10 @@ never from the notebook's solution, and raises `ExerciseError` with a hint that 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -25,6 +28,41 @@ def _fail(exercise: str, hint: str) -> None:
     raise ExerciseError(f"{exercise}: {hint}")
 
 
+def _needs_answer(check: Callable[..., None]) -> Callable[..., None]:
+    """Guard a check: an answer left as a stub (a `None`, or a function that still raises the
+    stub's NotImplementedError) fails as "not answered yet", never with a confusing traceback.
+
+    The exercise is named by the first words of the check's docstring ("Exercise NN.K: ...").
+    """
+    found = re.match(r"Exercise \d+\.\d+", check.__doc__ or "")
+    if not found:
+        raise ValueError(f"{check.__name__}: docstring must start with 'Exercise NN.K:'")
+    name, signature = found.group(0), inspect.signature(check)
+
+    @functools.wraps(check)
+    def guarded(*args, **kwargs):
+        given = signature.bind(*args, **kwargs).arguments
+        unset = [f"`{k}`" for k, v in given.items() if v is None]
+        if unset:
+            _fail(
+                name,
+                f"not answered yet ({', '.join(unset)} {'is' if len(unset) == 1 else 'are'} "
+                "None): replace the stub in the cell above with your answer and run it",
+            )
+        try:
+            return check(*args, **kwargs)
+        except NotImplementedError as exc:
+            if not str(exc).startswith(name):
+                raise
+        _fail(
+            name,
+            "not answered yet: your function is still the stub (it raises NotImplementedError); "
+            "write its body in the cell above and run it",
+        )
+
+    return guarded
+
+
 def _expected_qparams(xmin: float, xmax: float, bits: int) -> tuple[float, int]:
     """Asymmetric unsigned scale and zero point, as plain Python floats."""
     xmin, xmax = min(xmin, 0.0), max(xmax, 0.0)
@@ -33,6 +71,7 @@ def _expected_qparams(xmin: float, xmax: float, bits: int) -> tuple[float, int]:
     return scale, min(max(-round(xmin / scale), 0), levels)
 
 
+@_needs_answer
 def check_qparams(scale: float, zero_point: int, xmin: float, xmax: float, bits: int) -> None:
     """Exercise 01.1: asymmetric unsigned scale and zero point for [xmin, xmax] at `bits`."""
     name, (want_scale, want_zp) = "Exercise 01.1", _expected_qparams(xmin, xmax, bits)
@@ -88,6 +127,7 @@ def _common_mistakes(x: np.ndarray, scale: float, zp: int) -> dict[str, np.ndarr
     }
 
 
+@_needs_answer
 def check_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None:
     """Exercise 01.2: `fn(x, scale, zero_point)` must match torch's quint8 kernel bit for bit."""
     name, scale, zp = "Exercise 01.2", 0.25, 10
@@ -114,6 +154,7 @@ def check_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None:
     )
 
 
+@_needs_answer
 def check_db_per_bit(answer: float) -> None:
     """Exercise 01.3: dB of SQNR gained per extra bit, from the uniform-noise model."""
     name, want = "Exercise 01.3", 20 * math.log10(2)
@@ -142,6 +183,7 @@ def _observer_scales(weight: torch.Tensor, bits: int) -> torch.Tensor:
     return obs.calculate_qparams()[0]
 
 
+@_needs_answer
 def check_channel_scales(scales: np.ndarray, weight: torch.Tensor, bits: int) -> None:
     """Exercise 02.1: per-output-channel symmetric scales of `weight` at `bits`."""
     name, want = "Exercise 02.1", _observer_scales(weight.detach(), bits).numpy()
@@ -178,6 +220,7 @@ def check_channel_scales(scales: np.ndarray, weight: torch.Tensor, bits: int) ->
     )
 
 
+@_needs_answer
 def check_worst_layer(answer: str, model: torch.nn.Module, bits: int) -> None:
     """Exercise 02.2: the layer losing most weight SQNR from per-channel to per-tensor."""
     from qnb import simulate
@@ -207,6 +250,7 @@ def _sqnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return math.inf if noise == 0 else 10 * math.log10(float((x**2).sum()) / noise)
 
 
+@_needs_answer
 def check_percentile_clip(answer: float, activations: torch.Tensor, percentile: float) -> None:
     """Exercise 03.1: the top of the range that clips the top (100 - percentile) % of values."""
     name = "Exercise 03.1"
@@ -241,6 +285,7 @@ def _clip_error(x: np.ndarray, high: float, bits: int) -> float:
     return float(np.mean((x - np.clip(np.round(x / scale), 0, 2**bits - 1) * scale) ** 2))
 
 
+@_needs_answer
 def check_best_clip(answer: float, activations: torch.Tensor, bits: int) -> None:
     """Exercise 03.2: a clipping threshold whose total error is within 2% of the best one."""
     name = "Exercise 03.2"
@@ -264,6 +309,7 @@ def check_best_clip(answer: float, activations: torch.Tensor, bits: int) -> None
     )
 
 
+@_needs_answer
 def check_sweep_gap(answer: dict, results_csv: str) -> None:
     """Exercise 09.1: mean SQNR gap (asymmetric - symmetric on ReLU data) per compare_bits."""
     import pandas as pd
