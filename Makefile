@@ -20,7 +20,7 @@ export QNB_PROGRESS := text
 lab: export QNB_PROGRESS := auto
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run test lint unit nbval papermill smoke notebooks lab lock clean
+.PHONY: setup run test lint unit nbval papermill smoke notebooks assignments lab lock clean
 
 setup: $(READY)
 
@@ -66,6 +66,10 @@ smoke: $(READY)
 ## notebooks: re-execute the committed notebooks in place (default parameters) and clean them
 notebooks: $(READY)
 	$(BIN)/python -m qnb refresh $(NOTEBOOKS)
+
+## assignments: student and instructor versions of the notebooks in build/assignments
+assignments: $(READY)
+	$(BIN)/python -m qnb assignments build --out build/assignments
 
 ## lab: open JupyterLab on the notebooks, with this environment as the kernel
 # (--allow-root only when run as root, e.g. in a container; no news or update checks: offline)

@@ -336,3 +336,81 @@ def check_sweep_gap(answer: dict, results_csv: str) -> None:
                 "average over runs with the same compare_bits (only runs with status ok)",
             )
     _passed(name, ", ".join(f"{b} bits: {v:.2f} dB" for b, v in sorted(want.items())))
+
+
+def _int8_module_types() -> tuple[type, ...]:
+    """Module types that compute on int8 tensors after a default eager convert."""
+    from torch.ao.nn.quantized import DeQuantize, Quantize
+    from torch.ao.quantization.quantization_mappings import (
+        get_default_static_quant_module_mappings,
+    )
+
+    return (*get_default_static_quant_module_mappings().values(), Quantize, DeQuantize)
+
+
+@_needs_answer
+def check_float_modules(answer: list, int8_model: torch.nn.Module) -> None:
+    """Exercise 04.1: the leaf modules of a converted model that are not int8 modules."""
+    name, int8_types = "Exercise 04.1", _int8_module_types()
+    leaves = {n: m for n, m in int8_model.named_modules() if n and not list(m.children())}
+    want = {n for n, m in leaves.items() if not isinstance(m, int8_types)}
+    got = set(answer) if isinstance(answer, list | tuple | set) else None
+    if got is None:
+        _fail(name, f"answer with a list of module names, got {type(answer).__name__}")
+    if "" in got:
+        _fail(name, "'' is the model itself, not a leaf module: skip it")
+    unknown = got - set(leaves)
+    if unknown:
+        _fail(name, f"{sorted(unknown)} are not leaf modules of the model (see named_modules())")
+    wrongly = sorted(got - want)
+    if wrongly:
+        kinds = ", ".join(f"{n} ({type(leaves[n]).__name__})" for n in wrongly[:3])
+        _fail(
+            name,
+            f"{kinds} compute in int8; note that fused int8 modules such as "
+            "QuantizedConvReLU2d live in torch.ao.nn.intrinsic.quantized",
+        )
+    missing = sorted(want - got)
+    if missing:
+        kinds = ", ".join(f"{n} ({type(leaves[n]).__name__})" for n in missing[:3])
+        _fail(
+            name,
+            f"missing {kinds}: leaves left by fusion (Identity) and ops that work on "
+            "quantized tensors directly (pooling, flatten) are not int8 modules either",
+        )
+    _passed(name, f"{len(want)} leaf modules need no int8 version: {', '.join(sorted(want))}")
+
+
+@_needs_answer
+def check_float_functional(model_class: type) -> None:
+    """Exercise 04.2: a residual model that eager PTQ can quantize (FloatFunctional add)."""
+    from torch.ao.nn.quantized import QFunctional
+
+    from qnb import ptq
+
+    name = "Exercise 04.2"
+    if not isinstance(model_class, type) or not issubclass(model_class, torch.nn.Module):
+        _fail(name, f"pass the class itself (Residual), got {model_class!r}")
+    model = model_class().eval()
+    gen = torch.Generator().manual_seed(0)
+    calib = [torch.randn(4, 1, 8, 8, generator=gen) for _ in range(4)]
+    try:
+        int8, _ = ptq.quantize_static(model, calib, engine="x86")
+    except ptq.QuantizedTensorError as error:
+        _fail(
+            name,
+            "a float op still meets a quantized tensor: create self.skip = "
+            f"FloatFunctional() in __init__ and call self.skip.add(a, b) ({error})",
+        )
+    if not any(isinstance(m, QFunctional) for m in int8.modules()):
+        _fail(name, "the converted model has no quantized add (QFunctional): use FloatFunctional")
+    with torch.inference_mode():
+        x = calib[0]
+        gap = float((model(x) - int8(x)).abs().max() / model(x).abs().max())
+    if gap > 0.1:
+        _fail(
+            name,
+            f"the int8 model's output is {gap:.0%} off the float one: is the skip "
+            "connection adding the right tensors?",
+        )
+    _passed(name, f"quantizes to {type(int8.skip).__name__}; output within {gap:.1%} of float")

@@ -1,0 +1,315 @@
+"""Dynamic and weight-only quantization: int8 weights ahead of time, activations in float or
+quantized on the fly, no calibration.
+
+- `quantize_dynamic`: PyTorch's eager `torch.ao.quantization.quantize_dynamic`, which swaps
+  `nn.LSTM` / `nn.Linear` (and GRU, the RNN cells) for versions with int8 (or float16) weights
+  that quantize each activation batch at run time. Requested module types it cannot convert
+  (`nn.Conv2d`, `nn.RNN`, ...) stay float, with a `NotConvertedWarning`.
+- `quantize_weight_only`: torchao's `quantize_` on the `nn.Linear` layers, which keeps the
+  module and replaces its weight by a torchao tensor subclass holding `bits`-wide integers and
+  scales (per output channel or per group of `group_size` inputs); the matmul runs in float on
+  the dequantized weight (fast kernels come with `torch.compile`). Other layers (an LSTM) stay
+  float.
+
+Both work on a copy and return `(model, report)`: the report has one `ModuleReport` per layer
+with weights, saying what it became (`pandas.DataFrame(report)` shows it as a table).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.ao.quantization import quantize_dynamic as _torch_quantize_dynamic
+from torch.ao.quantization.quantization_mappings import (
+    get_default_dynamic_quant_module_mappings,
+)
+
+from qnb.data import _check_int
+
+__all__ = [
+    "NotConvertedWarning",
+    "ModuleReport",
+    "DYNAMIC_DTYPES",
+    "quantize_dynamic",
+    "quantize_weight_only",
+]
+
+# dtype of the weights -> word used in messages; float16 weights need the fbgemm kernels.
+DYNAMIC_DTYPES = {torch.qint8: "int8", torch.float16: "float16"}
+_FP16_ENGINES = ("x86", "fbgemm")
+WEIGHT_ONLY_BITS = (2, 8)  # bits in 2..8: int8 via Int8WeightOnlyConfig, below via Intx
+
+
+class NotConvertedWarning(UserWarning):
+    """A module type asked for was not quantized (no quantized version, or no such module)."""
+
+
+@dataclass
+class ModuleReport:
+    """What one layer with weights became: `quantized` names its quantized module (dynamic) or
+    weight tensor type (weight-only), None if it stayed float; `note` says why."""
+
+    name: str
+    kind: str
+    quantized: str | None
+    weight: str
+    note: str = ""
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _check_types(types: object) -> tuple[type[nn.Module], ...]:
+    allowed = "an nn.Module subclass or a non-empty tuple of them, e.g. (nn.LSTM, nn.Linear)"
+    items = (types,) if isinstance(types, type) else types
+    if not isinstance(items, Iterable) or isinstance(items, str | bytes):
+        raise TypeError(f"types must be {allowed}, got {types!r}")
+    items = tuple(items)
+    if not items:
+        raise ValueError(f"types must be {allowed}, got an empty {type(types).__name__}")
+    for t in items:
+        if not (isinstance(t, type) and issubclass(t, nn.Module)):
+            raise TypeError(f"types must be {allowed}, got {t!r} in {types!r}")
+    return tuple(dict.fromkeys(items))  # without repeats, in order
+
+
+def _check_dtype(dtype: object) -> torch.dtype:
+    if not any(dtype is d for d in DYNAMIC_DTYPES):
+        raise ValueError(
+            f"dtype must be one of {', '.join(map(str, DYNAMIC_DTYPES))}, got {dtype!r}"
+        )
+    return dtype
+
+
+def _check_engine(engine: object, dtype: torch.dtype) -> str:
+    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    if not isinstance(engine, str) or engine not in engines:
+        known = ", ".join(repr(e) for e in engines)
+        raise ValueError(f"engine must be one of {known} on this machine, got {engine!r}")
+    if dtype == torch.float16 and engine not in _FP16_ENGINES:
+        raise ValueError(
+            f"engine {engine!r} has no float16 dynamic kernels; with dtype=torch.float16 "
+            f"engine must be one of {', '.join(repr(e) for e in _FP16_ENGINES)}"
+        )
+    return engine
+
+
+def _check_group_size(group_size: object, linears: list[tuple[str, nn.Linear]]) -> int | None:
+    if group_size is None:
+        return None
+    group_size = _check_int("group_size", group_size, 1)
+    bad = [(n, m.in_features) for n, m in linears if m.in_features % group_size]
+    if bad:
+        layers = ", ".join(f"{n!r} (in_features={k})" for n, k in bad)
+        common = math.gcd(*(m.in_features for _, m in linears))
+        fits = [d for d in range(1, common + 1) if common % d == 0]
+        raise ValueError(
+            f"group_size must divide the in_features of every Linear layer, got {group_size}, "
+            f"which does not divide {layers}; sizes that fit: {fits} (or None: per channel)"
+        )
+    return group_size
+
+
+def _already_quantized(model: nn.Module) -> str | None:
+    """The name and kind of the first quantized layer of `model`, if any."""
+    for name, module in model.named_modules():
+        if type(module).__module__.startswith("torch.ao.nn.quantized"):
+            return f"{name!r} is a {module._get_name()}"
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and _is_torchao_tensor(weight):
+            return f"{name!r} has a weight of type {type(weight).__name__}"
+    return None
+
+
+def _check_not_quantized(model: nn.Module) -> None:
+    found = _already_quantized(model)
+    if found:
+        raise ValueError(f"model must be a float model, got one already quantized ({found})")
+
+
+# --- reports -------------------------------------------------------------------------------
+
+
+def _weighted_layers(model: nn.Module, types: tuple[type, ...] = ()) -> list[tuple[str, nn.Module]]:
+    """Layers with their own parameters (or of `types`), outermost first, none inside another."""
+    layers: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(f"{outer}.") for outer, _ in layers):
+            continue
+        if isinstance(module, types) or any(True for _ in module.parameters(recurse=False)):
+            layers.append((name, module))
+    return layers
+
+
+def _float_dtype(module: nn.Module) -> str:
+    param = next(module.parameters(recurse=False), None)
+    return str(param.dtype).removeprefix("torch.") if param is not None else "-"
+
+
+def _warn(message: str, stacklevel: int = 3) -> None:
+    """A NotConvertedWarning; stacklevel 3 points at the caller of the function calling this."""
+    warnings.warn(message, NotConvertedWarning, stacklevel=stacklevel)
+
+
+# --- dynamic quantization ------------------------------------------------------------------
+
+
+def _dynamic_mapping() -> dict[type, type]:
+    """Float module type -> its dynamic quantized type, as `quantize_dynamic` swaps them.
+    (Embedding/EmbeddingBag need float-qparams weight-only qconfigs, not these dtypes.)"""
+    mapping = get_default_dynamic_quant_module_mappings()
+    return {k: v for k, v in mapping.items() if k not in (nn.Embedding, nn.EmbeddingBag)}
+
+
+def quantize_dynamic(
+    model: nn.Module,
+    types: type[nn.Module] | Iterable[type[nn.Module]] = (nn.LSTM, nn.Linear),
+    dtype: torch.dtype = torch.qint8,
+    engine: str = "x86",
+) -> tuple[nn.Module, list[ModuleReport]]:
+    """A dynamically quantized eval-mode copy of `model`, and a report per layer.
+
+    Every module whose type is one of `types` (exactly: quantize_dynamic does not match
+    subclasses) and has a dynamic version (`nn.LSTM`, `nn.GRU`, `nn.Linear`, the RNN cells)
+    gets `dtype` weights (`torch.qint8`, or `torch.float16` on x86/fbgemm); with int8 weights
+    it also quantizes its inputs on the fly at run time. `engine` must be a quantized engine of
+    this machine; it is set as `torch.backends.quantized.engine` (and stays set: the model runs
+    on it). Requested types that have no dynamic version or match no module raise a
+    `NotConvertedWarning`."""
+    model = _check_model(model)
+    types = _check_types(types)
+    dtype = _check_dtype(dtype)
+    engine = _check_engine(engine, dtype)
+    _check_not_quantized(model)
+    torch.backends.quantized.engine = engine
+    original = copy.deepcopy(model).eval()
+    converted = _torch_quantize_dynamic(original, set(types), dtype=dtype)  # on its own copy
+    report = _dynamic_report(original, converted, types, DYNAMIC_DTYPES[dtype])
+    _warn_not_converted(original, report, types, DYNAMIC_DTYPES[dtype])
+    return converted, report
+
+
+def _dynamic_report(
+    original: nn.Module, converted: nn.Module, types: tuple[type, ...], word: str
+) -> list[ModuleReport]:
+    mapping = _dynamic_mapping()
+    report = []
+    for name, module in _weighted_layers(original, types):
+        kind = type(module).__name__
+        new = converted.get_submodule(name)
+        if type(new) is not type(module):
+            report.append(ModuleReport(name, kind, new._get_name(), word))
+            continue
+        if not isinstance(module, types):
+            note = "not requested"
+        elif type(module) not in types:
+            note = f"{kind} subclasses a requested type; quantize_dynamic matches exact types"
+        elif type(module) not in mapping:
+            note = f"quantize_dynamic has no dynamic {word} version of {kind}"
+        else:
+            note = "not converted"
+        report.append(ModuleReport(name, kind, None, _float_dtype(module), note))
+    return report
+
+
+def _warn_not_converted(
+    original: nn.Module, report: list[ModuleReport], types: tuple[type, ...], word: str
+) -> None:
+    mapping = _dynamic_mapping()
+    stayed = {r.name for r in report if r.quantized is None}
+    for t in types:
+        matches = [n for n, m in original.named_modules() if n and isinstance(m, t)]
+        left = [n for n in matches if n in stayed]
+        name = t.__name__
+        if t not in mapping:
+            _warn(
+                f"quantize_dynamic has no dynamic {word} version of {name}; "
+                f"{len(left)} {name} module{'s' * (len(left) != 1)} stayed float",
+                stacklevel=4,
+            )
+        elif not matches:
+            _warn(
+                f"types has {name}, but the model has no {name} module: nothing to convert",
+                stacklevel=4,
+            )
+        elif left:
+            _warn(
+                f"{len(left)} {name} module{'s' * (len(left) != 1)} stayed float ({left}): "
+                f"quantize_dynamic converts exact {name} modules, not subclasses",
+                stacklevel=4,
+            )
+
+
+# --- weight-only quantization with torchao ------------------------------------------------
+
+
+def _is_torchao_tensor(tensor: torch.Tensor) -> bool:
+    return any(c.__module__.startswith("torchao.") for c in type(tensor).__mro__)
+
+
+def _weight_only_config(bits: int, group_size: int | None):
+    """torchao's config for `bits`-wide symmetric weights, per output channel or per group."""
+    from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig
+    from torchao.quantization.granularity import PerAxis, PerGroup, PerRow
+
+    if bits == 8:  # set_inductor_config=False: leave torch._inductor's global config alone
+        granularity = PerRow() if group_size is None else PerGroup(group_size)
+        return Int8WeightOnlyConfig(granularity=granularity, set_inductor_config=False)
+    granularity = PerAxis(0) if group_size is None else PerGroup(group_size)
+    return IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{bits}"), granularity=granularity)
+
+
+def _is_linear(module: nn.Module, name: str = "") -> bool:
+    return isinstance(module, nn.Linear)
+
+
+def quantize_weight_only(
+    model: nn.Module, bits: int = 8, group_size: int | None = None
+) -> tuple[nn.Module, list[ModuleReport]]:
+    """An eval-mode copy of `model` whose `nn.Linear` weights torchao's `quantize_` stores as
+    `bits`-wide symmetric integers (2..8), and a report per layer.
+
+    One scale per output channel (`group_size=None`) or per group of `group_size` inputs,
+    which must divide every Linear's `in_features`. bits=8 uses torchao's
+    `Int8WeightOnlyConfig` (an `Int8Tensor` weight), fewer bits `IntxWeightOnlyConfig` (an
+    `IntxUnpackedToInt8Tensor`: one int8 per value, so int4 saves no space over int8 on disk).
+    Activations stay float. Other layers (an LSTM, convolutions) stay float and are reported.
+    """
+    model = _check_model(model)
+    bits = _check_int("bits", bits, *WEIGHT_ONLY_BITS)
+    _check_not_quantized(model)
+    linears = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
+    group_size = _check_group_size(group_size, linears)
+    from torchao.quantization import quantize_
+
+    result = copy.deepcopy(model).eval()
+    if linears:
+        quantize_(result, _weight_only_config(bits, group_size), filter_fn=_is_linear)
+    else:
+        _warn("the model has no nn.Linear module: weight-only quantization changed nothing")
+    grouping = "per channel" if group_size is None else f"groups of {group_size} inputs"
+    report = []
+    for name, module in _weighted_layers(result, (nn.Linear,)):
+        kind = type(module).__name__
+        weight = getattr(module, "weight", None)
+        if isinstance(module, nn.Linear) and _is_torchao_tensor(weight):
+            report.append(ModuleReport(name, kind, type(weight).__name__, f"int{bits}", grouping))
+        elif isinstance(module, nn.Linear):
+            report.append(ModuleReport(name, kind, None, _float_dtype(module), "not converted"))
+            _warn(f"torchao left Linear {name!r} float")
+        else:
+            note = f"weight-only quantization covers nn.Linear only; {kind} stays float"
+            report.append(ModuleReport(name, kind, None, _float_dtype(module), note))
+    return result, report
