@@ -5,8 +5,11 @@ Modules, one idea each:
 - `data`: the offline MNIST subset as loaders; `models`: the workbook's CNNs, cached;
 - `estimators`: activation range estimators as torch.ao observers;
 - `calibration`: feeding calibration batches; `simulate`: fake-quantized whole models;
+- `ptq`: eager static post-training quantization; `dynamic`: dynamic and weight-only;
+- `bench`: latency and size, measured the workbook's way;
 - `env`: what this machine offers; `progress`: progress bars that suit where code runs;
 - `records`: metrics inside executed notebooks; `exercises`: checks for the exercises;
+- `assignments`: student and instructor builds, grading;
 - `runner`, `sweep`, `report`: papermill runs, parameter grids, their HTML report;
 - `notebook`: notebook file hygiene.
 """

@@ -18,6 +18,7 @@ with weights, saying what it became (`pandas.DataFrame(report)` shows it as a ta
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import warnings
 from collections.abc import Iterable
@@ -275,6 +276,19 @@ def _is_linear(module: nn.Module, name: str = "") -> bool:
     return isinstance(module, nn.Linear)
 
 
+def _import_torchao_quantize():
+    """torchao's `quantize_`, imported without the log line torch prints when torchao
+    registers its enums (a timestamped warning that would land in notebook outputs)."""
+    pytree_log = logging.getLogger("torch.utils._pytree")
+    level = pytree_log.level
+    pytree_log.setLevel(logging.ERROR)
+    try:
+        from torchao.quantization import quantize_
+    finally:
+        pytree_log.setLevel(level)
+    return quantize_
+
+
 def quantize_weight_only(
     model: nn.Module, bits: int = 8, group_size: int | None = None
 ) -> tuple[nn.Module, list[ModuleReport]]:
@@ -292,7 +306,7 @@ def quantize_weight_only(
     _check_not_quantized(model)
     linears = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
     group_size = _check_group_size(group_size, linears)
-    from torchao.quantization import quantize_
+    quantize_ = _import_torchao_quantize()
 
     result = copy.deepcopy(model).eval()
     if linears:

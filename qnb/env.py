@@ -98,11 +98,14 @@ _DEPRECATIONS = (
     (DeprecationWarning, r"torch\.ao\.quantization is deprecated"),
     (UserWarning, r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized"),
     (UserWarning, r"Please use quant_min and quant_max to specify the range for observers"),
+    (FutureWarning, r"`torch\.jit\.\w+` is deprecated"),  # TorchScript: torch.export succeeds it
+    (UserWarning, r"TypedStorage is deprecated"),  # raised inside torch when loading int8 weights
 )
 
 
 def hide_deprecation_warnings() -> None:
-    """Silence PyTorch's deprecation notices for `torch.ao.quantization` and quantized dtypes.
+    """Silence PyTorch's deprecation notices for `torch.ao.quantization`, quantized dtypes and
+    TorchScript.
 
     They are true (the eager API is moving to torchao) but repeat in every cell that touches
     a quantized tensor; the notebooks state the deprecation once in prose instead.

@@ -341,11 +341,13 @@ def check_sweep_gap(answer: dict, results_csv: str) -> None:
 def _int8_module_types() -> tuple[type, ...]:
     """Module types that compute on int8 tensors after a default eager convert."""
     from torch.ao.nn.quantized import DeQuantize, Quantize
+    from torch.ao.nn.quantized.modules.linear import LinearPackedParams
     from torch.ao.quantization.quantization_mappings import (
         get_default_static_quant_module_mappings,
     )
 
-    return (*get_default_static_quant_module_mappings().values(), Quantize, DeQuantize)
+    mapped = get_default_static_quant_module_mappings().values()
+    return (*mapped, Quantize, DeQuantize, LinearPackedParams)  # packed params: inside Linear
 
 
 @_needs_answer
@@ -414,3 +416,54 @@ def check_float_functional(model_class: type) -> None:
             "connection adding the right tensors?",
         )
     _passed(name, f"quantizes to {type(int8.skip).__name__}; output within {gap:.1%} of float")
+
+
+@_needs_answer
+def check_lstm_share(answer: float, model: torch.nn.Module) -> None:
+    """Exercise 05.1: the fraction of the model's parameters that are in its LSTM."""
+    name = "Exercise 05.1"
+    total = sum(p.numel() for p in model.parameters())
+    lstm = sum(
+        p.numel() for m in model.modules() if isinstance(m, torch.nn.LSTM) for p in m.parameters()
+    )
+    want = lstm / total
+    if not isinstance(answer, int | float | np.floating) or not math.isfinite(answer):
+        _fail(name, f"answer must be a number, got {answer!r}")
+    if math.isclose(answer, 100 * want, rel_tol=1e-6):
+        _fail(name, "that is a percentage: answer with a fraction between 0 and 1")
+    if math.isclose(answer, 1 - want, rel_tol=1e-6):
+        _fail(name, "that is the share of everything *but* the LSTM")
+    if not math.isclose(answer, want, rel_tol=1e-6):
+        _fail(
+            name,
+            f"{answer:.4g} is off: count p.numel() over the LSTM's parameters "
+            "(weights and biases of all four gates) and over the whole model",
+        )
+    _passed(
+        name,
+        f"{want:.1%} of the parameters are the LSTM's: weight-only on Linear layers "
+        "cannot shrink this model much",
+    )
+
+
+@_needs_answer
+def check_dynamic_qparams(scale: float, zero_point: int, x: torch.Tensor) -> None:
+    """Exercise 05.2: the uint8 scale and zero point dynamic quantization picks for batch x."""
+    name = "Exercise 05.2"
+    want_scale, want_zp = torch._choose_qparams_per_tensor(x.detach(), False)
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    if not math.isclose(scale, want_scale, rel_tol=1e-4):
+        if math.isclose(scale, (hi - lo) / 127, rel_tol=1e-4):
+            _fail(name, "that is a 7-bit (reduce_range) scale: use the full 0..255")
+        _fail(
+            name,
+            f"scale {scale:.6g} is off: (max - min) / 255 over the batch, with the "
+            "range widened to include 0",
+        )
+    if int(zero_point) != want_zp:
+        _fail(
+            name,
+            f"zero_point {zero_point} is off (want the level of 0.0: "
+            "round(-min / scale), clamped to 0..255)",
+        )
+    _passed(name, f"scale {want_scale:.5g}, zero point {want_zp}: computed per batch, at run time")

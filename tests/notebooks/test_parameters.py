@@ -51,7 +51,10 @@ def test_02_plain_model_other_bits(tmp_path):
     assert fp32 >= 0.97
     for granularity in ("per_tensor", "per_channel"):
         assert records[f"acc_plain_cnn_{granularity}_w8"] == pytest.approx(fp32, abs=0.01)
-    assert records["acc_plain_cnn_per_channel_w3"] >= records["acc_plain_cnn_per_tensor_w3"] - 0.01
+    # torch's symmetric grid clips each channel's top positive weight by half a step, which can
+    # put per-tensor ahead at 3 bits (notebook 02, section 4); with a narrow grid it cannot
+    narrow = {g: records[f"acc_plain_cnn_{g}_narrow_w3"] for g in ("per_tensor", "per_channel")}
+    assert narrow["per_channel"] >= narrow["per_tensor"] - 0.01
     assert all(v > 0 for k, v in records.items() if k.startswith("sqnr_gain_db_"))
     assert "acc_depthwise_cnn_per_tensor_w8" not in records
 
@@ -72,3 +75,36 @@ def test_03_plain_model_other_settings(tmp_path):
     for method in ("minmax", "histogram", "mse"):
         assert records[f"acc_{method}_a8"] == pytest.approx(records["fp32_acc"], abs=0.01)
     assert {"acc_calib16_mse_a6", "acc_calib64_mse_a6"} <= set(records)
+
+
+def test_04_defaults_keep_accuracy_and_shrink_4x(tmp_path):
+    """The issue's bar for the default run (x86, plain CNN); the speedup is recorded, not tested."""
+    records = run(tmp_path, "04_static_ptq.ipynb")
+    assert records["engine"] == "x86" and records["model"] == "plain_cnn"
+    assert abs(records["int8_acc"] - records["fp32_acc"]) <= 0.005
+    assert records["size_ratio"] >= 3.8
+    assert records["speedup_b256"] > 0 and records["speedup_b1"] > 0
+
+
+@pytest.mark.parametrize("engine", ["qnnpack", "onednn"])
+def test_04_other_engines(tmp_path, engine):
+    records = run(tmp_path, "04_static_ptq.ipynb", engine=engine, engines=[engine], repeats=3)
+    assert records["engine"] == engine
+    assert records["int8_acc"] == pytest.approx(records["fp32_acc"], abs=0.01)
+    assert records[f"int8_acc_{engine}"] == records["int8_acc"]
+    assert "int8_acc_x86" not in records
+
+
+def test_05_other_engine_and_bits(tmp_path):
+    records = run(
+        tmp_path,
+        "05_dynamic_and_weight_only.ipynb",
+        engine="qnnpack",
+        weight_only_bits=[8, 2],
+        group_size=None,
+        repeats=3,
+    )
+    assert records["engine"] == "qnnpack"
+    assert records["acc_dynamic_int8"] == pytest.approx(records["fp32_acc"], abs=0.01)
+    assert records["size_ratio_dynamic_int8"] > 3
+    assert {"acc_weight_only_int8", "acc_weight_only_int2"} <= set(records)
