@@ -242,10 +242,12 @@ def _check_example(example: object) -> tuple[Callable[[nn.Module], object], int 
 
 
 def _check_engine(engine: object) -> str | None:
-    allowed = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-    if engine is not None and engine not in allowed:
-        raise ValueError(f"engine must be None or one of {', '.join(allowed)}, got {engine!r}")
-    return engine
+    if engine is None:
+        return None
+    try:
+        return env.check_engine(engine)
+    except ValueError as error:
+        raise ValueError(f"{error} (or None: the current engine)") from None
 
 
 def _check_threads(threads: object) -> int | None:

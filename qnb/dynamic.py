@@ -31,6 +31,7 @@ from torch.ao.quantization.quantization_mappings import (
     get_default_dynamic_quant_module_mappings,
 )
 
+from qnb import env
 from qnb.data import _check_int
 
 __all__ = [
@@ -95,10 +96,7 @@ def _check_dtype(dtype: object) -> torch.dtype:
 
 
 def _check_engine(engine: object, dtype: torch.dtype) -> str:
-    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-    if not isinstance(engine, str) or engine not in engines:
-        known = ", ".join(repr(e) for e in engines)
-        raise ValueError(f"engine must be one of {known} on this machine, got {engine!r}")
+    env.check_engine(engine)
     if dtype == torch.float16 and engine not in _FP16_ENGINES:
         raise ValueError(
             f"engine {engine!r} has no float16 dynamic kernels; with dtype=torch.float16 "

@@ -48,6 +48,22 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return model, flags
 
 
+def quantized_engines() -> list[str]:
+    """The quantized engines this PyTorch build supports (x86, fbgemm, qnnpack, onednn, ...)."""
+    return [e for e in torch.backends.quantized.supported_engines if e != "none"]
+
+
+def check_engine(engine: object) -> str:
+    """`engine` if it is a quantized engine this PyTorch build supports, else a ValueError."""
+    supported = quantized_engines()
+    if not isinstance(engine, str) or engine not in supported:
+        raise ValueError(
+            f"engine must be one of the quantized engines this PyTorch supports: "
+            f"{', '.join(repr(e) for e in supported)}; got {engine!r}"
+        )
+    return engine
+
+
 def cpu_features() -> dict[str, bool]:
     """Which of the int8-relevant instruction sets this CPU reports."""
     flags = _cpuinfo()[1]
@@ -74,7 +90,7 @@ def report() -> dict[str, object]:
         "torchvision": _version("torchvision"),
         "torchao": _version("torchao"),
         "numpy": _version("numpy"),
-        "quantized_engines": [e for e in torch.backends.quantized.supported_engines if e != "none"],
+        "quantized_engines": quantized_engines(),
         "quantized_engine": torch.backends.quantized.engine,
         "cpu": model,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

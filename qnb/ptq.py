@@ -53,7 +53,7 @@ from torch.ao.quantization.quantization_mappings import (
     get_default_static_quant_module_mappings,
 )
 
-from qnb import affine, estimators, models, simulate
+from qnb import affine, env, estimators, models, simulate
 from qnb.calibration import batch_inputs, calibrate
 from qnb.data import _check_bool, _check_int
 
@@ -106,15 +106,7 @@ class QuantizedTensorError(RuntimeError):
 # --- validation ----------------------------------------------------------------------------
 
 
-def check_engine_name(engine: object) -> str:
-    """`engine` if it is a quantized engine this PyTorch build supports, else a ValueError."""
-    supported = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-    if not isinstance(engine, str) or engine not in supported:
-        raise ValueError(
-            f"engine must be one of the quantized engines this PyTorch supports: "
-            f"{', '.join(repr(e) for e in supported)}; got {engine!r}"
-        )
-    return engine
+check_engine_name = env.check_engine  # `engine` if this PyTorch supports it, else ValueError
 
 
 def _is_cuda(t: torch.Tensor) -> bool:
