@@ -467,3 +467,28 @@ def check_dynamic_qparams(scale: float, zero_point: int, x: torch.Tensor) -> Non
             "round(-min / scale), clamped to 0..255)",
         )
     _passed(name, f"scale {want_scale:.5g}, zero point {want_zp}: computed per batch, at run time")
+
+
+@_needs_answer
+def check_shard(answer: list, notebook: str, grid: dict, shard: str) -> None:
+    """Exercise 09.2: the run names one shard `I/N` of a sweep executes."""
+    from qnb import sweep
+
+    name = "Exercise 09.2"
+    index, count = sweep.parse_shard(shard)
+    want = [run.name for run in sweep.shard(sweep.plan([notebook], grid), index, count)]
+    if not isinstance(answer, list | tuple):
+        _fail(name, f"answer with a list of run names, got {type(answer).__name__}")
+    if list(answer) == want:
+        _passed(name, f"shard {shard} runs {len(want)} of the grid: {', '.join(want)}")
+        return
+    if sorted(answer) == sorted(want):
+        _fail(name, "right runs, wrong order: list them in the order of the plan")
+    everything = [run.name for run in sweep.plan([notebook], grid)]
+    if list(answer) == everything[(index - 1) * len(want) : index * len(want)]:
+        _fail(name, "a shard is not a contiguous block: it takes every N-th run, starting at I")
+    _fail(
+        name,
+        f"shard {shard} takes every {count}-th run of the plan starting at run {index} "
+        f"(1-based): {len(want)} runs",
+    )
