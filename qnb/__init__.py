@@ -6,6 +6,7 @@ Modules, one idea each:
 - `estimators`: activation range estimators as torch.ao observers;
 - `calibration`: feeding calibration batches; `simulate`: fake-quantized whole models;
 - `ptq`: eager static post-training quantization; `dynamic`: dynamic and weight-only;
+- `mixed`: per-layer bit widths, sensitivity, allocation, and the one-call `qnb.quantize`;
 - `bench`: latency and size, measured the workbook's way;
 - `env`: what this machine offers; `progress`: progress bars that suit where code runs;
 - `records`: metrics inside executed notebooks; `exercises`: checks for the exercises;
@@ -16,4 +17,13 @@ Modules, one idea each:
 
 from qnb.records import read_records, record
 
-__all__ = ["read_records", "record"]
+__all__ = ["quantize", "read_records", "record"]
+
+
+def __getattr__(name: str):
+    """`qnb.quantize` is imported on first use: it needs torch, `import qnb` alone does not."""
+    if name == "quantize":
+        from qnb.mixed import quantize
+
+        return quantize
+    raise AttributeError(f"module 'qnb' has no attribute {name!r}")
