@@ -6,7 +6,7 @@ Modules, one idea each:
 - `estimators`: activation range estimators as torch.ao observers;
 - `calibration`: feeding calibration batches; `simulate`: fake-quantized whole models;
 - `ptq`: eager static post-training quantization; `dynamic`: dynamic and weight-only;
-- `mixed`: per-layer bit widths, sensitivity, allocation, and the one-call `qnb.quantize`;
+- `qat`: quantization-aware training; `mixed`: per-layer bit widths and the one-call `qnb.quantize`;
 - `bench`: latency and size, measured the workbook's way;
 - `env`: what this machine offers; `progress`: progress bars that suit where code runs;
 - `records`: metrics inside executed notebooks; `exercises`: checks for the exercises;
