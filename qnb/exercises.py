@@ -492,3 +492,59 @@ def check_shard(answer: list, notebook: str, grid: dict, shard: str) -> None:
         f"shard {shard} takes every {count}-th run of the plan starting at run {index} "
         f"(1-based): {len(want)} runs",
     )
+
+
+@_needs_answer
+def check_ste_gradient(
+    answer: torch.Tensor, x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int
+) -> None:
+    """Exercise 06.1: the straight-through gradient of fake quantization at the points x."""
+    name = "Exercise 06.1"
+    probe = x.detach().clone().requires_grad_(True)
+    torch.fake_quantize_per_tensor_affine(probe, scale, zero_point, qmin, qmax).sum().backward()
+    want = probe.grad
+    got = torch.as_tensor(answer, dtype=torch.float32).reshape(-1)
+    if got.shape != want.shape:
+        _fail(
+            name,
+            f"one gradient per point: expected shape {tuple(want.shape)}, got {tuple(got.shape)}",
+        )
+    if torch.equal(got, want):
+        _passed(name, f"gradient {want.tolist()}: 1 inside the range, 0 where clamped")
+        return
+    if torch.equal(got, torch.zeros_like(want)):
+        _fail(
+            name,
+            "all zeros is the true derivative of round; the STE passes the gradient "
+            "through (1) wherever the value is inside the range",
+        )
+    if torch.equal(got, torch.ones_like(want)):
+        _fail(name, "clamped values get no gradient: moving them does not change the output")
+    wrong = (got != want).nonzero().reshape(-1).tolist()
+    _fail(
+        name,
+        f"wrong at x = {[float(x[i]) for i in wrong]}: the range is "
+        f"[{(qmin - zero_point) * scale}, {(qmax - zero_point) * scale}] (ends included)",
+    )
+
+
+@_needs_answer
+def check_ste_function(function: type) -> None:
+    """Exercise 06.2: an autograd Function that rounds forward and passes gradients through."""
+    name = "Exercise 06.2"
+    if not isinstance(function, type) or not issubclass(function, torch.autograd.Function):
+        _fail(name, f"pass a torch.autograd.Function subclass, got {function!r}")
+    x = torch.tensor([-1.5, -0.4, 0.5, 1.5, 2.7], requires_grad=True)
+    y = function.apply(x)
+    if not torch.equal(y.detach(), torch.round(x.detach())):
+        _fail(name, f"forward should round: got {y.detach().tolist()} for {x.detach().tolist()}")
+    weights = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    (y * weights).sum().backward()
+    if x.grad is None or not torch.equal(x.grad, weights):
+        got = None if x.grad is None else x.grad.tolist()
+        _fail(
+            name,
+            f"backward should return grad_output unchanged; d(sum(w*y))/dx gave {got}, "
+            f"expected {weights.tolist()}",
+        )
+    _passed(name, "forward rounds, backward is the identity: the straight-through estimator")
