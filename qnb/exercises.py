@@ -523,8 +523,9 @@ def check_ste_gradient(
     wrong = (got != want).nonzero().reshape(-1).tolist()
     _fail(
         name,
-        f"wrong at x = {[float(x[i]) for i in wrong]}: the range is "
-        f"[{(qmin - zero_point) * scale}, {(qmax - zero_point) * scale}] (ends included)",
+        f"wrong at x = {[float(x[i]) for i in wrong]}: the test is on the rounded level, "
+        f"round(x / scale) + zero_point in [{qmin}, {qmax}], so the pass-through region reaches "
+        "half a step beyond the end levels",
     )
 
 
@@ -548,3 +549,108 @@ def check_ste_function(function: type) -> None:
             f"expected {weights.tolist()}",
         )
     _passed(name, "forward rounds, backward is the identity: the straight-through estimator")
+
+
+def _size_variants(model: torch.nn.Module, bitwidths: dict) -> dict[str, float]:
+    """The size of `model` at `bitwidths` the right way and the usual wrong ways, in bytes."""
+    from qnb import mixed, simulate
+
+    bits = mixed.resolve_bitwidths(model, bitwidths)
+    fused = mixed._layers(simulate.fused(model))  # {float name: layer}, batch norm folded
+    original = dict(model.named_modules())
+    sizes = dict.fromkeys(
+        ("right", "bits", "kib", "no scales", "per tensor", "no bias", "unfused bias", "all 8"),
+        0.0,
+    )
+    for name, layer in fused.items():
+        b, numel, channels = bits[name], layer.weight.numel(), layer.weight.shape[0]
+        bias = 4 * layer.bias.numel() if layer.bias is not None else 0
+        own_bias = 4 * channels if getattr(original[name], "bias", None) is not None else 0
+        weights = numel * 4 if b is None else numel * b / 8
+        scales = 0 if b is None else 4 * channels
+        sizes["right"] += weights + scales + bias
+        sizes["bits"] += (weights + scales + bias) * 8
+        sizes["no scales"] += weights + bias
+        sizes["per tensor"] += weights + (0 if b is None else 4) + bias
+        sizes["no bias"] += weights + scales
+        sizes["unfused bias"] += weights + scales + own_bias
+        sizes["all 8"] += numel + 4 * channels + bias
+    sizes["kib"] = sizes["right"] / 1024
+    return sizes
+
+
+@_needs_answer
+def check_model_size(answer: float, model: torch.nn.Module, bitwidths: dict) -> None:
+    """Exercise 07.1: the workbook's size (bytes) of `model`'s layers at `bitwidths`."""
+    from qnb import mixed
+
+    name = "Exercise 07.1"
+    if not isinstance(answer, int | float | np.integer | np.floating) or not math.isfinite(answer):
+        _fail(name, f"answer must be a number of bytes, got {answer!r}")
+    want = mixed.model_size_bytes(model, bitwidths)
+    if math.isclose(answer, want, rel_tol=1e-9, abs_tol=1e-6):
+        _passed(name, f"{want:,.0f} bytes ({want / 1024:.1f} KiB)")
+        return
+    variants = _size_variants(model, bitwidths)
+    hints = {
+        "bits": "you counted bits, not bytes: a weight at b bits takes b / 8 bytes",
+        "kib": "that is KiB: answer in bytes",
+        "no scales": "you are 4 bytes per output channel short: each layer has a float32 "
+        "scale per output channel *and* a float32 bias (one element per output channel)",
+        "per tensor": "the weights are per-channel: one 4-byte scale per output channel "
+        "(weight.shape[0]), not one per layer",
+        "no bias": "count the biases too: they stay float32, 4 bytes per element",
+        "unfused bias": "fold batch norm first (simulate.fused): the fused convolutions get a "
+        "bias even where the float conv had bias=False",
+        "all 8": "every layer came out at 8 bits: use each layer's own entry of the dict",
+    }
+    for variant, hint in hints.items():
+        if math.isclose(answer, variants[variant], rel_tol=1e-9, abs_tol=1e-6):
+            _fail(name, hint)
+    _fail(
+        name,
+        f"{answer:,.1f} is {answer - want:+,.1f} bytes off: per layer, numel * bits / 8 + "
+        "4 * out_channels (scales) + 4 * bias.numel(), on the fused model",
+    )
+
+
+@_needs_answer
+def check_pareto_points(answer: list, points: dict) -> None:
+    """Exercise 07.2: the names of the (size, accuracy) points on the Pareto front."""
+    from qnb import mixed
+
+    name = "Exercise 07.2"
+    if not isinstance(answer, list | tuple | set):
+        _fail(name, f"answer with a list of point names, got {type(answer).__name__}")
+    names = list(points)
+    unknown = sorted(set(answer) - set(names))
+    if unknown:
+        _fail(name, f"{unknown} are not points of the list; the names are {names}")
+    mask = mixed.pareto([points[n] for n in names])
+    want = {n for n, keep in zip(names, mask, strict=True) if keep}
+    got = set(answer)
+    if got == want:
+        _passed(name, f"{len(want)} of {len(names)} points are on the front: {sorted(want)}")
+        return
+    for n in sorted(got - want):
+        size, acc = points[n]
+        other = next(
+            o
+            for o in names
+            if points[o][0] <= size
+            and points[o][1] >= acc
+            and (points[o][0] < size or points[o][1] > acc)
+        )
+        tie = points[other][0] == size or points[other][1] == acc
+        _fail(
+            name,
+            f"{n!r} is dominated by {other!r}: at most as large and at least as accurate, "
+            "and strictly better in one" + (" (a tie on one axis still counts)" if tie else ""),
+        )
+    missing = sorted(want - got)
+    smallest = points[missing[0]][0] == min(p[0] for p in points.values())
+    _fail(
+        name,
+        f"{missing[0]!r} belongs on the front: no other point is at most as large and at least "
+        "as accurate as it" + (" (nothing is smaller than it)" if smallest else ""),
+    )

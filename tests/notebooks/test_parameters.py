@@ -108,3 +108,17 @@ def test_05_other_engine_and_bits(tmp_path):
     assert records["acc_dynamic_int8"] == pytest.approx(records["fp32_acc"], abs=0.01)
     assert records["size_ratio_dynamic_int8"] > 3
     assert {"acc_weight_only_int8", "acc_weight_only_int2"} <= set(records)
+
+
+def test_06_depthwise_short_ladder(tmp_path):
+    records = run(
+        tmp_path,
+        "06_quantization_aware_training.ipynb",
+        model_names=["depthwise_cnn"],
+        ladder=[[8, 8], [3, 3]],
+        train_limit=1000,
+        calib_images=64,
+    )
+    assert records["model"] == "depthwise_cnn"
+    assert records["qat_acc_w8a8"] == pytest.approx(records["fp32_acc"], abs=0.02)
+    assert {"ptq_acc_w3a3", "qat_acc_w3a3"} <= set(records)
