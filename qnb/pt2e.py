@@ -1,0 +1,229 @@
+"""The pt2e path: `torch.export` -> torchao `prepare_pt2e` / `convert_pt2e` with the
+`X86InductorQuantizer` -> `torch.compile` with Inductor freezing on.
+
+`quantize_pt2e(model, example, calib)` returns the converted int8 graph (quantize/dequantize
+ops around float ops; Inductor fuses them into int8 kernels when it compiles the graph), and
+`compile_for_cpu(model, example)` compiles it (or the float model, for the fp32 baseline).
+
+Why the export here is strict (the ResNet-18 failure, torch 2.14.1 + torchao 0.18.0)
+-----------------------------------------------------------------------------------
+With the default non-strict `torch.export.export`, `prepare_pt2e` on torchvision's ResNet-18
+fails::
+
+    prepare_pt2e -> X86InductorQuantizer.annotate -> _annotate_conv2d_fusion_pattern
+      -> _annotate_conv2d_binary_unary -> _get_output_nodes_of_partitions
+    ValueError: Input partition has more than one output node
+
+The quantizer finds fusion patterns (conv -> add -> relu) with `find_sequential_partitions`,
+which groups graph nodes into "source partitions", one per call of a source module. Non-strict
+export leaves `source_fn_stack` unset, so torch's `get_source_partitions` falls back to the
+innermost `nn_module_stack` entry and keys the partition by the module's name. ResNet's
+`BasicBlock` calls one `self.relu` twice (after `bn1`, and after the residual add), so both
+calls (`layer1.0.relu` and `layer1.0.relu@1`) land in one partition with two output nodes, and
+the conv + add + relu annotation raises instead of skipping it. MobileNetV2 passes because each
+of its activations is its own module and its residual adds have no relu after them. torchao
+PR #4480 made the linear patterns skip such partitions; the conv patterns still raise.
+
+The workaround: export with `strict=True` (TorchDynamo tracing). It records `source_fn_stack`
+with one name per call (`relu`, `relu_1`), every partition has one output node, and ResNet-18
+quantizes with its conv + add + relu fusions annotated. `shared_modules` lists the modules
+that trigger the failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from qnb.calibration import batch_inputs, calibrate
+
+if TYPE_CHECKING:  # torchao is imported lazily: importing it takes seconds
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
+
+__all__ = ["compile_for_cpu", "export_model", "quantize_pt2e", "shared_modules", "x86_quantizer"]
+
+
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        raise ValueError(
+            "model is in train mode: call model.eval() before pt2e quantization "
+            "(export would capture train-mode batch norm and dropout)"
+        )
+    return model
+
+
+def _check_example(example: object) -> torch.Tensor:
+    if not isinstance(example, torch.Tensor):
+        raise TypeError(f"example must be an input tensor, got {type(example).__name__}")
+    if not example.is_floating_point():
+        raise ValueError(f"example must be a float tensor, got dtype {example.dtype}")
+    return example
+
+
+def export_model(model: nn.Module, example: torch.Tensor, *, strict: bool = True) -> nn.Module:
+    """`torch.export` the eval-mode `model` on `example`; the exported graph as a module.
+
+    `strict=True` is the workaround described in the module docstring; `strict=False` is
+    torch's default and fails in `prepare_pt2e` on models that call one module twice.
+    """
+    _check_model(model)
+    example = _check_example(example)
+    return torch.export.export(model, (example,), strict=strict).module()
+
+
+def shared_modules(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Leaf modules that `model` calls more than once on `example`: `{name: calls}`.
+
+    These are what break the non-strict export + X86InductorQuantizer path (see module doc).
+    """
+    _check_model(model)
+    example = _check_example(example)
+    calls: dict[str, int] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if name and not any(True for _ in module.children()):
+            hook = _counter(calls, name)
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: n for name, n in calls.items() if n > 1}
+
+
+def _counter(calls: dict[str, int], name: str) -> Callable[..., None]:
+    def hook(*_: object) -> None:
+        calls[name] = calls.get(name, 0) + 1
+
+    return hook
+
+
+def x86_quantizer(*, is_per_channel: bool = True) -> X86InductorQuantizer:
+    """An `X86InductorQuantizer` with torchao's default static config (uint8 activations with
+    histogram observers, int8 symmetric weights); per-tensor weights if `is_per_channel=False`.
+    """
+    from torchao.quantization.pt2e import MinMaxObserver
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    if not isinstance(is_per_channel, bool):
+        raise TypeError(f"is_per_channel must be True or False, got {is_per_channel!r}")
+    config = get_default_x86_inductor_quantization_config()
+    if not is_per_channel:
+        weight = dataclasses.replace(
+            config.weight,
+            qscheme=torch.per_tensor_symmetric,
+            ch_axis=None,
+            observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12),
+        )
+        config = dataclasses.replace(config, weight=weight)
+    return X86InductorQuantizer().set_global(config)
+
+
+def quantize_pt2e(
+    model: nn.Module,
+    example: torch.Tensor,
+    calib: Iterable,
+    *,
+    is_per_channel: bool = True,
+    num_batches: int | None = None,
+) -> torch.fx.GraphModule:
+    """Static int8 via pt2e: strict export -> `prepare_pt2e` (X86InductorQuantizer) ->
+    calibrate on `calib` -> `convert_pt2e`. `model` is left unchanged.
+
+    `calib` is a DataLoader or any iterable of batches (tensors or `(input, target)` pairs);
+    `num_batches` caps how many are used. Export specializes the graph to `example`'s shape:
+    calibration batches, and later inputs, must have that same shape. The result runs as is
+    (float math around quantize/dequantize ops), is marked eval (`.training` False), keeps
+    only the int8 weights (the float ones folded away are deleted, so its size is honest), and
+    `compile_for_cpu` turns it into int8 kernels.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    _check_model(model)
+    _check_example(example)
+    if isinstance(calib, torch.Tensor) or not isinstance(calib, Iterable):
+        raise TypeError(
+            f"calib must be a DataLoader or an iterable of batches, got {type(calib).__name__}"
+        )
+    quantizer = x86_quantizer(is_per_channel=is_per_channel)
+    exported = export_model(model, example)
+    prepared = prepare_pt2e(exported, quantizer)
+    batches = _same_shape(calib, example.shape)
+    calibrate(prepared, batches, num_batches=num_batches, desc="calibrating (pt2e)")
+    return _drop_unused_weights(_as_eval(convert_pt2e(prepared)))
+
+
+def _same_shape(calib: Iterable, shape: torch.Size) -> Iterable[torch.Tensor]:
+    """The input tensors of `calib`, refusing any whose shape is not the exported `shape`."""
+    for batch in calib:
+        inputs = batch_inputs(batch)
+        if inputs.shape != shape:
+            raise ValueError(
+                f"calib batch has shape {tuple(inputs.shape)}, but the model is exported for "
+                f"the example's shape {tuple(shape)} and accepts no other: use batches of that "
+                "shape (a DataLoader with the same batch_size and drop_last=True)"
+            )
+        yield inputs
+
+
+def _drop_unused_weights(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Delete the float weights `convert_pt2e` leaves behind after folding them into int8
+    constants (`_frozen_param*`); only attributes the graph still reads are kept."""
+    used = {node.target for node in gm.graph.nodes if node.op == "get_attr"}
+    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
+        if name not in used:
+            owner, _, attr = name.rpartition(".")
+            delattr(gm.get_submodule(owner), attr)
+    return gm
+
+
+def _as_eval(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Mark an exported graph as in eval mode. Its ops already are (it was exported from an
+    eval-mode model), but `ep.module()` reports `training=True` and refuses `.eval()`; torchao's
+    helpers make `.eval()` / `.train()` work and the flag is set so `qnb.bench` accepts it.
+    """
+    from torchao.quantization.pt2e import (
+        allow_exported_model_train_eval,
+        move_exported_model_to_eval,
+    )
+
+    move_exported_model_to_eval(gm)
+    allow_exported_model_train_eval(gm)
+    for module in gm.modules():
+        module.training = False
+    return gm
+
+
+def compile_for_cpu(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """`torch.compile(model)` with Inductor freezing on, compiled and warmed once on `example`.
+
+    Freezing (weights folded as constants, int8 weight prepacking) is what lets Inductor turn
+    a pt2e graph into int8 kernels. It is set only while compiling (and passed as a compile
+    option, so a recompile keeps it); the global setting is restored. Run the result under
+    `torch.inference_mode()` or `torch.no_grad()`, on inputs of `example`'s shape, with the
+    thread count it was compiled with: a new thread count recompiles, and for the int8
+    ResNet-18 that recompile failed here (`UnsupportedOperatorException:
+    onednn.qconv_prepack.default`).
+    """
+    import torch._inductor.config as inductor_config
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if model.training and not isinstance(model, torch.fx.GraphModule):
+        raise ValueError("model is in train mode: call model.eval() before compiling")
+    example = _check_example(example)
+    compiled = torch.compile(model, options={"freezing": True})
+    with inductor_config.patch(freezing=True), torch.inference_mode():
+        compiled(example)
+    return compiled
