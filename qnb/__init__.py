@@ -6,7 +6,8 @@ Modules, one idea each:
 - `estimators`: activation range estimators as torch.ao observers;
 - `calibration`: feeding calibration batches; `simulate`: fake-quantized whole models;
 - `ptq`: eager static post-training quantization; `dynamic`: dynamic and weight-only;
-- `qat`: quantization-aware training; `mixed`: per-layer bit widths and the one-call `qnb.quantize`;
+- `pt2e`: the successor path (torch.export, X86InductorQuantizer, Inductor);
+- `qat`: quantization-aware training; `mixed`: per-layer bit widths, the one-call `qnb.quantize`;
 - `bench`: latency and size, measured the workbook's way;
 - `env`: what this machine offers; `progress`: progress bars that suit where code runs;
 - `records`: metrics inside executed notebooks; `exercises`: checks for the exercises;
