@@ -122,3 +122,30 @@ def test_06_depthwise_short_ladder(tmp_path):
     assert records["model"] == "depthwise_cnn"
     assert records["qat_acc_w8a8"] == pytest.approx(records["fp32_acc"], abs=0.02)
     assert {"ptq_acc_w3a3", "qat_acc_w3a3"} <= set(records)
+
+
+def test_07_depthwise_three_bit_budget(tmp_path):
+    """The allocation respects its budget; accuracies are recorded (their order is not tested:
+    a few digits either way is noise on 1,000 test digits)."""
+    records = run(
+        tmp_path,
+        "07_mixed_precision.ipynb",
+        model_name="depthwise_cnn",
+        choices=[2, 4, 8],
+        budget_bits=3,
+        calib_images=64,
+        pareto_budgets=[3, 5],
+    )
+    assert records["model"] == "depthwise_cnn" and records["budget_bits"] == 3
+    assert records["budget_bytes"] == records["uniform3_size_bytes"]
+    assert records["mixed_size_bytes"] <= records["budget_bytes"]
+    assert records["mixed_b5_size_bytes"] <= records["uniform5_size_bytes"]
+    allocation = dict(item.split(":") for item in records["allocation"].split(", "))
+    assert len(allocation) == 8 and set(allocation.values()) <= {"2", "4", "8"}
+    sizes = [records[f"uniform{b}_size_bytes"] for b in range(2, 9)]
+    assert sizes == sorted(sizes)
+    for name, value in records.items():
+        if name.endswith("_acc"):
+            assert 0 <= value <= 1, name
+    assert "mixed_b4_acc" not in records and "mixed_b3_acc" in records
+    assert records["pareto_front"]
