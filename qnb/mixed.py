@@ -364,15 +364,14 @@ def _notes(fused: nn.Module, act_bits: int | None, simulated: bool) -> str:
 
 
 def _check_quant_stub(fused: nn.Module) -> None:
-    if not any(isinstance(m, QuantStub) for m in fused.modules()):
+    """ptq's check, plus what `quantize` can do instead."""
+    try:
+        ptq._check_quant_stub(fused)
+    except ValueError as error:
         raise ValueError(
-            f"model {type(fused).__name__} has no QuantStub, so it cannot become a real int8 "
-            "model (eager PTQ quantizes only between a QuantStub and a DeQuantStub): add "
-            "self.quant = QuantStub() / self.dequant = DeQuantStub() and call them at the start "
-            "and end of forward (torchvision has quantizable variants: "
-            "torchvision.models.quantization), or ask for a simulated model with act_bits=None "
-            "or bit widths below 8"
-        )
+            f"{error}; torchvision has quantizable variants (torchvision.models.quantization); "
+            "or ask for a simulated model with act_bits=None or bit widths below 8"
+        ) from None
 
 
 def quantize(
