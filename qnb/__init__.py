@@ -13,7 +13,7 @@ Modules, one idea each:
 - `records`: metrics inside executed notebooks; `exercises`: checks for the exercises;
 - `assignments`: student and instructor builds, grading;
 - `runner`, `sweep`, `report`: papermill runs, parameter grids, their HTML report;
-- `notebook`: notebook file hygiene.
+- `notebook`: notebook file hygiene; `checks`: the shared argument checks.
 """
 
 from qnb.records import read_records, record

@@ -32,7 +32,7 @@ from torch.ao.quantization import FakeQuantizeBase
 from torch.ao.quantization.observer import ObserverBase
 
 from qnb import env
-from qnb.data import _check_int
+from qnb.checks import check_int as _check_int
 from qnb.models import _check_progress, _progress
 from qnb.simulate import FakeQuant
 

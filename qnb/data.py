@@ -9,7 +9,6 @@ cached per process, so calling them again is cheap.
 from __future__ import annotations
 
 import functools
-import numbers
 import os
 from pathlib import Path
 
@@ -17,6 +16,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms
 from torchvision.datasets import MNIST
+
+from qnb.checks import check_bool as _check_bool
+from qnb.checks import check_int as _check_int
 
 __all__ = [
     "DATA_DIR",
@@ -45,22 +47,6 @@ REBUILD = "python data/build_mnist_subset.py"
 def _root(root: str | os.PathLike[str] | None) -> Path:
     """The data root: `root` if given, else $QNB_DATA, else DATA_DIR."""
     return Path(root if root is not None else os.environ.get("QNB_DATA") or DATA_DIR).resolve()
-
-
-def _check_int(name: str, value: object, lo: int = 1, hi: int | None = None) -> int:
-    """`value` as an int in lo..hi, or a TypeError/ValueError naming `name` and `value`."""
-    allowed = f"an int in {lo}..{hi}" if hi is not None else f"an int >= {lo}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
-    if value < lo or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return int(value)
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-    return value
 
 
 def mnist(train: bool = True, root: str | os.PathLike[str] | None = None) -> MNIST:

@@ -32,7 +32,7 @@ from torch.ao.quantization.quantization_mappings import (
 )
 
 from qnb import env
-from qnb.data import _check_int
+from qnb.checks import check_int as _check_int
 
 __all__ = [
     "NotConvertedWarning",

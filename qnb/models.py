@@ -36,7 +36,7 @@ from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub
 
 from qnb import data
-from qnb.data import _check_int
+from qnb.checks import check_int as _check_int
 from qnb.progress import mode as progress_mode
 from qnb.progress import progress as progress_bar
 

@@ -24,6 +24,7 @@ set, since the int8 model only runs correctly under that engine.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import linecache
 import os
@@ -55,7 +56,8 @@ from torch.ao.quantization.quantization_mappings import (
 
 from qnb import affine, env, estimators, models, simulate
 from qnb.calibration import batch_inputs, calibrate
-from qnb.data import _check_bool, _check_int
+from qnb.checks import check_bool as _check_bool
+from qnb.checks import check_int as _check_int
 
 __all__ = [
     "ENGINES",
@@ -246,11 +248,17 @@ def _fuse_groups(model: nn.Module) -> list[list[str]]:
     return model.fuse_groups() if hasattr(model, "fuse_groups") else []
 
 
-def _set_engine(engine: str) -> str:
-    """Set the process-wide quantized engine; return the previous one."""
+@contextlib.contextmanager
+def engine_for_building(engine: str):
+    """Set the process-wide quantized engine for building an int8 model. It stays set when
+    the block succeeds (the model needs it); the previous one comes back if the block fails."""
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = engine
-    return previous
+    try:
+        yield
+    except BaseException:
+        torch.backends.quantized.engine = previous
+        raise
 
 
 def _engine_hook(module: nn.Module, args: tuple) -> None:
@@ -573,8 +581,7 @@ def quantize_static(
     _check_eval(model)
     _check_cpu_model(model)
     _check_quant_stub(model)
-    previous = _set_engine(engine)
-    try:
+    with engine_for_building(engine):
         prepared = _fused_copy(model)
         prepared.qconfig = qconfig
         prepare(prepared, inplace=True)
@@ -594,9 +601,6 @@ def quantize_static(
         qconfigs = {n: getattr(m, "qconfig", None) for n, m in prepared.named_modules()}
         int8 = convert(prepared, inplace=True)
         seen = _first_int8_run(int8, first[0])
-    except BaseException:
-        torch.backends.quantized.engine = previous
-        raise
     recipe = {
         "engine": engine,
         "per_channel": per_channel,
@@ -827,8 +831,7 @@ def load_int8(
     qconfig = QConfig(
         activation=MinMaxObserver.with_args(dtype=torch.quint8), weight=qconfig.weight
     )
-    previous = _set_engine(built)
-    try:
+    with engine_for_building(built):
         int8 = _fused_copy(model)
         int8.qconfig = qconfig
         with warnings.catch_warnings():
@@ -842,7 +845,4 @@ def load_int8(
                 f"the state dict in {str(path)!r} does not fit the rebuilt recipe: build the same "
                 f"float model (same layers, same per-module qconfig) ({exc})"
             ) from exc
-    except BaseException:
-        torch.backends.quantized.engine = previous
-        raise
     return _finish(int8, built, recipe)

@@ -50,7 +50,7 @@ from torch.ao.quantization.observer import (
 
 from qnb import data, models, ptq
 from qnb.calibration import calibrate
-from qnb.data import _check_int
+from qnb.checks import check_int as _check_int
 
 __all__ = [
     "QATReport",
@@ -330,13 +330,9 @@ def _fine_tune(
 
 def _convert(model: nn.Module, engine: str, example: torch.Tensor) -> nn.Module:
     """The real int8 model on `engine` (set process-wide and left set, as in qnb.ptq)."""
-    previous = ptq._set_engine(engine)
-    try:
+    with ptq.engine_for_building(engine):
         int8 = convert(copy.deepcopy(model).eval())
         ptq._first_int8_run(int8, example)
-    except BaseException:
-        torch.backends.quantized.engine = previous
-        raise
     recipe = {
         "engine": engine,
         "per_channel": True,
