@@ -33,10 +33,19 @@ from torch.ao.quantization.observer import ObserverBase
 
 from qnb import env
 from qnb.checks import check_int as _check_int
-from qnb.models import _check_progress, _progress
+from qnb.progress import check_enabled as _check_progress
+from qnb.progress import optional as _progress
 from qnb.simulate import FakeQuant
 
-__all__ = ["BenchResult", "Row", "check_deployable", "compare", "serialized_size", "size_on_disk"]
+__all__ = [
+    "BenchResult",
+    "Row",
+    "check_deployable",
+    "compare",
+    "serialized_size",
+    "size_on_disk",
+    "speedups",
+]
 
 MIN_SAMPLE_NS = 1_000_000  # with inner=None, each timed sample lasts at least ~1 ms
 MAX_INNER = 10_000  # ... but never more calls per sample than this
@@ -129,7 +138,7 @@ class Row:
         return self.quantile(0.5)
 
 
-@dataclass
+@dataclass(repr=False)
 class BenchResult:
     """Timings of several models under one set of conditions; see `compare`."""
 
@@ -197,6 +206,8 @@ class BenchResult:
     def __str__(self) -> str:
         with pd.option_context("display.float_format", "{:.4g}".format):
             return f"{self.summary()}\n{self.table().to_string()}"
+
+    __repr__ = __str__  # a result shown in a text-only output reads like its HTML table
 
     def _repr_html_(self) -> str:
         table = self.table().to_html(float_format="{:.4g}".format)
@@ -380,3 +391,58 @@ def compare(
         "repeats": repeats,
     }
     return BenchResult(rows, baseline, conditions)
+
+
+def speedups(
+    fp32: nn.Module,
+    int8: Mapping[str, nn.Module],
+    inputs: Iterable[torch.Tensor],
+    *,
+    threads: Iterable[int],
+    warmup: int = 3,
+    repeats: int = 20,
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """`compare(fp32, int8)` at every engine x thread count x input: one row each.
+
+    `int8` maps each engine to the int8 model converted for it; `inputs` holds one input batch
+    per batch size. Rows: engine, threads, batch, fp32_ms, int8_ms (medians), speedup (with
+    the p25-p75 of its paired ratios), fp32_bytes, int8_bytes, load_1min.
+    """
+    if not isinstance(int8, Mapping) or not int8:
+        raise TypeError(f"int8 must be a non-empty dict of engine -> int8 model, got {int8!r}")
+    _check_models({"fp32": fp32, **{f"int8[{e}]": m for e, m in int8.items()}})
+    for engine in int8:
+        _check_engine(engine)
+    inputs, threads = list(inputs), [_check_threads(t) for t in threads]
+    if not inputs or not threads:
+        raise ValueError("inputs and threads must each hold at least one value")
+    grid = [(e, t, x) for e in int8 for t in threads for x in inputs]
+    rows = []
+    for engine, n, x in _progress(grid, _check_progress(progress), desc="timing fp32 vs int8"):
+        result = compare(
+            {"fp32": fp32, "int8": int8[engine]},
+            x,
+            threads=n,
+            engine=engine,
+            warmup=warmup,
+            repeats=repeats,
+            progress=False,
+        )
+        table = result.table()
+        rows.append(
+            {
+                "engine": engine,
+                "threads": n,
+                "batch": result.conditions["batch"],
+                "fp32_ms": table.at["fp32", "median_ms"],
+                "int8_ms": table.at["int8", "median_ms"],
+                "speedup": table.at["int8", "speedup"],
+                "speedup_p25": table.at["int8", "speedup_p25"],
+                "speedup_p75": table.at["int8", "speedup_p75"],
+                "fp32_bytes": table.at["fp32", "size_bytes"],
+                "int8_bytes": table.at["int8", "size_bytes"],
+                "load_1min": result.conditions["load_1min"],
+            }
+        )
+    return pd.DataFrame.from_records(rows)

@@ -654,3 +654,69 @@ def check_pareto_points(answer: list, points: dict) -> None:
         f"{missing[0]!r} belongs on the front: no other point is at most as large and at least "
         "as accurate as it" + (" (nothing is smaller than it)" if smallest else ""),
     )
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-3)
+
+
+@_needs_answer
+def check_throughput(answer: dict, result) -> None:
+    """Exercise 08.1: images per second of each model in a `qnb.bench` result."""
+    name = "Exercise 08.1"
+    batch = result.context().get("batch")
+    if batch is None:
+        raise ValueError("result was timed with a callable example: it records no batch size")
+    if not isinstance(answer, dict):
+        _fail(name, f"answer with a dict of model name -> images per second, got {answer!r}")
+    models = [row.name for row in result.rows]
+    missing = [m for m in models if m not in answer]
+    if missing:
+        _fail(name, f"give a value for every model of the result; missing {missing}")
+    for model in models:
+        ms, got = result.median_ms(model), answer[model]
+        if not isinstance(got, int | float | np.integer | np.floating) or not math.isfinite(got):
+            _fail(name, f"answer[{model!r}] must be a number, got {got!r}")
+        if _close(got, batch * 1000 / ms):
+            continue
+        if _close(got, 1000 / ms):
+            _fail(name, f"{model!r}: that is calls per second; each call runs {batch} images")
+        if _close(got, batch / ms):
+            _fail(name, f"{model!r}: median_ms is in milliseconds; a second is 1000 of them")
+        if _close(got, ms / batch) or _close(got, ms):
+            _fail(name, f"{model!r}: that is time per image (or per call); invert it")
+        _fail(name, f"{model!r}: {got:.4g} is off; images/s = batch * 1000 / median ms")
+    best = max(models, key=lambda m: batch * 1000 / result.median_ms(m))
+    _passed(name, f"{best!r} runs {batch * 1000 / result.median_ms(best):,.0f} images/s")
+
+
+@_needs_answer
+def check_amdahl(function: Callable[[float, float], float]) -> None:
+    """Exercise 08.2: `function(p, k)`, the whole-model speedup when a fraction p of the time
+    runs k times faster and the rest not at all."""
+    name = "Exercise 08.2"
+    if not callable(function):
+        _fail(name, f"answer with a function amdahl(p, k), got {type(function).__name__}")
+    points = [(0.0, 4.0), (1.0, 4.0), (0.5, 4.0), (0.9, 4 / 3), (0.75, 10.0)]
+    got = [function(p, k) for p, k in points]
+    if not all(isinstance(g, int | float | np.integer | np.floating) for g in got):
+        _fail(name, f"amdahl(p, k) must return a number, got {got[0]!r} for p=0, k=4")
+    mistakes = {
+        "speedups do not average: times add. The new time is (1 - p) + p / k": (
+            lambda p, k: (1 - p) + p * k
+        ),
+        "the sped-up part takes p / k of the old time, not p * k": (
+            lambda p, k: 1 / ((1 - p) + p * k)
+        ),
+        "that is the new time (as a fraction of the old); invert it": (
+            lambda p, k: (1 - p) + p / k
+        ),
+    }
+    for hint, mistake in mistakes.items():
+        if all(_close(g, mistake(p, k)) for g, (p, k) in zip(got, points, strict=True)):
+            _fail(name, hint)
+    for g, (p, k) in zip(got, points, strict=True):
+        want = 1 / ((1 - p) + p / k)
+        if not _close(g, want):
+            _fail(name, f"amdahl({p}, {k:.4g}) gave {g!r}; expected {want:.4g}")
+    _passed(name, "with p = 0.9 and k = 4 the model gets 3.08x, not 4x")

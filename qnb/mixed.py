@@ -52,20 +52,8 @@ BIAS_BYTES = 4  # biases stay float32 (int32 in an int8 model: the same size)
 
 
 def _prepared_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy, fused: `fuse_groups()` (the workbook's models), `fuse_model()`
-    (torchvision's quantizable models) or nothing; a model fused already is only copied."""
-    model = models._check_model(model)
-    if any(isinstance(m, _FusedModule) for m in model.modules()):
-        return copy.deepcopy(model).eval()
-    if hasattr(model, "fuse_groups"):
-        return simulate.fused(model).eval()  # fusion makes new modules in train mode
-    model = copy.deepcopy(model).eval()
-    if callable(getattr(model, "fuse_model", None)):
-        try:
-            model.fuse_model(is_qat=False)
-        except TypeError:  # older signature without is_qat
-            model.fuse_model()
-    return model.eval()
+    """An eval-mode copy, fused (see `simulate.fused`)."""
+    return simulate.fused(models._check_model(model))
 
 
 def _float_name(name: str, modules: Mapping[str, nn.Module]) -> str:

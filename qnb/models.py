@@ -37,8 +37,8 @@ from torch.ao.quantization import DeQuantStub, QuantStub
 
 from qnb import data
 from qnb.checks import check_int as _check_int
-from qnb.progress import mode as progress_mode
-from qnb.progress import progress as progress_bar
+from qnb.progress import check_enabled as _check_progress
+from qnb.progress import optional as _progress
 
 __all__ = [
     "MODELS",
@@ -198,12 +198,6 @@ def _check_lr(lr: object) -> float:
     return float(lr)
 
 
-def _check_progress(progress: object) -> bool | None:
-    if progress is not None and not isinstance(progress, bool):
-        raise TypeError(f"progress must be None (auto), True or False, got {progress!r}")
-    return progress
-
-
 def _check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -221,15 +215,6 @@ def _shifted(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Te
     return torch.stack(
         [p[:, y : y + h, x : x + w] for p, (y, x) in zip(padded, offsets, strict=True)]
     )
-
-
-def _progress(iterable: Iterable, enabled: bool | None, **kw) -> Iterable:
-    """A progress bar over `iterable` (qnb.progress suits it to where code runs); `enabled`
-    False hides it, True shows one even when $QNB_PROGRESS is off."""
-    mode = "off" if enabled is False else None
-    if enabled and progress_mode() == "off":
-        mode = "text"
-    return progress_bar(iterable, mode=mode, **kw)
 
 
 # --- building, training, evaluating --------------------------------------------------------

@@ -59,6 +59,22 @@ def progress(iterable: Iterable | None = None, *, mode: str | None = None, **kwa
     return auto_tqdm(iterable, **kwargs)
 
 
+def check_enabled(enabled: object) -> bool | None:
+    """`enabled` itself if it is None (auto), True or False; a TypeError otherwise."""
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"progress must be None (auto), True or False, got {enabled!r}")
+    return enabled
+
+
+def optional(iterable: Iterable, enabled: bool | None, **kwargs):
+    """`progress(iterable)` as a function's `progress=` argument asks: None follows
+    `QNB_PROGRESS`, False hides the bar, True shows one even when `QNB_PROGRESS` is off."""
+    chosen = "off" if enabled is False else None
+    if enabled and mode() == "off":
+        chosen = "text"
+    return progress(iterable, mode=chosen, **kwargs)
+
+
 def _resolve(override: str | None) -> str:
     if override is None:
         return mode()

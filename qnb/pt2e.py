@@ -33,6 +33,8 @@ that trigger the failure.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -44,7 +46,14 @@ from qnb.calibration import batch_inputs, calibrate
 if TYPE_CHECKING:  # torchao is imported lazily: importing it takes seconds
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
-__all__ = ["compile_for_cpu", "export_model", "quantize_pt2e", "shared_modules", "x86_quantizer"]
+__all__ = [
+    "compile_for_cpu",
+    "export_model",
+    "hide_compile_noise",
+    "quantize_pt2e",
+    "shared_modules",
+    "x86_quantizer",
+]
 
 
 def _check_model(model: object) -> nn.Module:
@@ -206,7 +215,8 @@ def _as_eval(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 
 def compile_for_cpu(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """`torch.compile(model)` with Inductor freezing on, compiled and warmed once on `example`.
+    """`torch.compile(model)` with Inductor freezing on (and torchao's x86 int8 fusion passes
+    registered), compiled and warmed once on `example`.
 
     Freezing (weights folded as constants, int8 weight prepacking) is what lets Inductor turn
     a pt2e graph into int8 kernels. It is set only while compiling (and passed as a compile
@@ -218,6 +228,12 @@ def compile_for_cpu(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """
     import torch._inductor.config as inductor_config
 
+    # Importing torchao's X86InductorQuantizer registers its int8 fusion passes with Inductor
+    # (a pre-grad pass and weight prepacking). A process that only loads a saved pt2e graph
+    # never imports it, and compiled the same graph to different kernels, whose outputs were
+    # about one quantization step off the ones compiled where the model was quantized.
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if model.training and not isinstance(model, torch.fx.GraphModule):
@@ -227,3 +243,13 @@ def compile_for_cpu(model: nn.Module, example: torch.Tensor) -> nn.Module:
     with inductor_config.patch(freezing=True), torch.inference_mode():
         compiled(example)
     return compiled
+
+
+def hide_compile_noise() -> None:
+    """Silence what torch 2.14 + torchao 0.18 print while compiling on a CPU-only machine, none
+    of it about the model: "No CUDA runtime is found" (Inductor's C++ build looks for CUDA),
+    torchao registering an Enum with pytree (deprecated), and a UserWarning about
+    `torch.tensor(tensor)` inside Inductor's int8 weight lowering."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning)

@@ -235,13 +235,6 @@ def _describe(qconfig: QConfig, reduce_range: bool) -> str:
     )
 
 
-def _fused_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy with its `fuse_groups()` fused; a model fused already is only copied."""
-    if any(isinstance(m, _FusedModule) for m in model.modules()):
-        return copy.deepcopy(model).eval()
-    return simulate.fused(model)
-
-
 def _fuse_groups(model: nn.Module) -> list[list[str]]:
     if any(isinstance(m, _FusedModule) for m in model.modules()):
         return []
@@ -434,7 +427,8 @@ def _saw_nothing(observer: ObserverBase) -> bool:
 
 
 def _check_observed(prepared: nn.Module) -> None:
-    """After calibration: every QuantStub was called and every observer saw data."""
+    """After calibration: every QuantStub was called and every observer saw data (a
+    FloatFunctional never called is left float instead: `_keep_unused_float`)."""
     empty = [(n, m) for n, m, obs in _observers(prepared) if _saw_nothing(obs)]
     stubs = [n for n, m in empty if isinstance(m, QuantStub)]
     if stubs:
@@ -443,6 +437,7 @@ def _check_observed(prepared: nn.Module) -> None:
             "forward, so no tensor was quantized there: call x = self.quant(x) at the start of "
             "forward (before the first layer to quantize)"
         )
+    empty = [(n, m) for n, m in empty if not isinstance(m, FloatFunctional)]
     if empty:
         names = ", ".join(f"{n!r} ({type(m).__name__})" for n, m in empty)
         raise estimators.NotCalibratedError(
@@ -451,6 +446,20 @@ def _check_observed(prepared: nn.Module) -> None:
             "with data that reaches them, remove them if unused, or set their .qconfig = None "
             "to keep them in float"
         )
+
+
+def _keep_unused_float(prepared: nn.Module) -> list[str]:
+    """Leave float the FloatFunctionals calibration never called (torchvision's MobileNetV2
+    defines `skip_add` in every block and calls it only in the residual ones): with no data
+    their output scale would be a guess. Left float, they cannot silently run with it.
+    Returns their names."""
+    names = []
+    for name, module, observer in _observers(prepared):
+        if isinstance(module, FloatFunctional) and _saw_nothing(observer):
+            module.qconfig = None
+            module.activation_post_process = nn.Identity()
+            names.append(name)
+    return names
 
 
 def _user_frame(exc: BaseException) -> traceback.FrameSummary | None:
@@ -582,7 +591,7 @@ def quantize_static(
     _check_cpu_model(model)
     _check_quant_stub(model)
     with engine_for_building(engine):
-        prepared = _fused_copy(model)
+        prepared = simulate.fused(model)
         prepared.qconfig = qconfig
         prepare(prepared, inplace=True)
         first: list[torch.Tensor] = []
@@ -599,6 +608,7 @@ def quantize_static(
             handle.remove()
         _check_observed(prepared)
         qconfigs = {n: getattr(m, "qconfig", None) for n, m in prepared.named_modules()}
+        unused = _keep_unused_float(prepared)
         int8 = convert(prepared, inplace=True)
         seen = _first_int8_run(int8, first[0])
     recipe = {
@@ -606,6 +616,7 @@ def quantize_static(
         "per_channel": per_channel,
         "act_method": act_method,
         "reduce_range": reduce_range,
+        "unused_float": unused,
     }
     report = PTQReport(
         engine=engine,
@@ -661,7 +672,7 @@ def layer_errors(float_model: nn.Module, int8_model: nn.Module, batch: object):
     _check_float_model(float_model, "float_model")
     x = batch_inputs(batch)
     _check_cpu_input(x, "batch")
-    reference = _fused_copy(float_model)
+    reference = simulate.fused(float_model)
     names = [
         n
         for n, m in int8_model.named_modules()
@@ -832,8 +843,10 @@ def load_int8(
         activation=MinMaxObserver.with_args(dtype=torch.quint8), weight=qconfig.weight
     )
     with engine_for_building(built):
-        int8 = _fused_copy(model)
+        int8 = simulate.fused(model)
         int8.qconfig = qconfig
+        for name in recipe.get("unused_float", []):
+            int8.get_submodule(name).qconfig = None  # left float by quantize_static
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="must run observer before calling")
             prepare(int8, inplace=True)

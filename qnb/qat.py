@@ -51,6 +51,8 @@ from torch.ao.quantization.observer import (
 from qnb import data, models, ptq
 from qnb.calibration import calibrate
 from qnb.checks import check_int as _check_int
+from qnb.progress import check_enabled
+from qnb.progress import optional as progress_bar
 
 __all__ = [
     "QATReport",
@@ -296,7 +298,7 @@ def _fine_tune(
         opt = torch.optim.Adam(params, lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         loss_fn = nn.CrossEntropyLoss()
-        bar = models._progress(
+        bar = progress_bar(
             range(total), progress, desc=f"QAT W{run.report.weight_bits}A{run.report.act_bits}"
         )
         batches = iter(())
@@ -397,7 +399,7 @@ def qat(
             "freeze_observers_after=0 freezes the quantization ranges before they saw any data: "
             "pass calib (batches to warm up the observers) or freeze after >= 1 steps"
         )
-    progress = models._check_progress(progress)
+    progress = check_enabled(progress)
     loader = data.train_loader(batch_size, seed=seed, limit=limit)
     eval_loader = data.test_loader() if eval_loader is None else eval_loader
     total = epochs * len(loader)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization import QConfig, fuse_modules, prepare
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
@@ -65,10 +66,18 @@ def _check_bits(bits: int | None, name: str) -> int | None:
 
 
 def fused(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of `model` with its `fuse_groups()` fused (batch norm folded)."""
+    """An eval-mode copy of `model`, fused (batch norm folded): its `fuse_groups()` (the
+    workbook's models) or `fuse_model()` (torchvision's quantizable models); a model that
+    holds fused modules already is only copied."""
     model = copy.deepcopy(model).eval()
-    groups = model.fuse_groups() if hasattr(model, "fuse_groups") else []
-    return fuse_modules(model, groups) if groups else model
+    if any(isinstance(m, _FusedModule) for m in model.modules()):
+        return model
+    if hasattr(model, "fuse_groups"):
+        groups = model.fuse_groups()
+        model = fuse_modules(model, groups) if groups else model
+    elif callable(getattr(model, "fuse_model", None)):
+        model.fuse_model(is_qat=False)
+    return model.eval()  # fusion makes new modules in train mode
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -149,3 +149,27 @@ def test_07_depthwise_three_bit_budget(tmp_path):
             assert 0 <= value <= 1, name
     assert "mixed_b4_acc" not in records and "mixed_b3_acc" in records
     assert records["pareto_front"]
+
+
+def test_08_one_engine_small_batches(tmp_path):
+    records = run(
+        tmp_path,
+        "08_cpu_deployment.ipynb",
+        engines=["x86"],
+        thread_counts=[1],
+        cnn_batches=[4, 64],
+        vision_models=["mobilenet_v2"],
+        vision_batches=[2],
+        calib_batches=1,
+        warmup=1,
+        repeats=2,
+        pt2e_model="mobilenet_v2",
+        pt2e_batch=2,
+    )
+    assert records["pt2e_model"] == "mobilenet_v2"
+    assert records["speedup_pt2e_b2"] > 0 and records["pt2e_vs_eager_int8_b2"] > 0
+    assert records["artifact_identical"] is True
+    assert records["pt2e_artifact_identical"] is True
+    assert 3.0 < records["size_ratio_mobilenet_v2"] < 4.0
+    assert 3.5 < records["size_ratio_plain_cnn"] < 4.0
+    assert "speedup_resnet18_b8" not in records and "speedup_cnn_b256" not in records

@@ -206,6 +206,7 @@ def test_result_table_context_and_speedups(fp32, int8):
     assert context["engine"] == torch.backends.quantized.engine
     assert {"torch", "cpu", "cpu_features", "int8_peak_ratio", "load_1min"} <= set(context)
     text, page = str(result), result._repr_html_()
+    assert repr(result) == text
     assert text.startswith(result.summary()) and "batch 2" in text and "1 thread(s)" in text
     assert page.index("thread(s)") < page.index("<table")
     with pytest.raises(KeyError, match="name must be one of 'fp32', 'int8', got 'fp16'"):
@@ -234,3 +235,41 @@ def test_size_on_disk_of_a_saved_state_dict(int8, tmp_path):
         bench.size_on_disk(tmp_path / "missing.pt")
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got OrderedDict"):
         bench.serialized_size(int8.state_dict())
+
+
+# --- the engine x threads x batch grid -------------------------------------------------------
+
+
+def test_speedups_times_every_engine_thread_count_and_batch():
+    log: list[str] = []
+    fp32, int8 = Recorder("fp32", log), {"x86": Recorder("x86", log), "onednn": Recorder("1", [])}
+    threads = sorted({1, CORES})
+    before = torch.get_num_threads(), torch.backends.quantized.engine
+    table = bench.speedups(fp32, int8, [X[:1], X], threads=threads, warmup=0, repeats=2)
+    assert len(table) == 2 * len(threads) * 2
+    assert list(table.columns[:3]) == ["engine", "threads", "batch"]
+    assert table.groupby(["engine", "threads", "batch"]).size().eq(1).all()
+    assert set(int8["x86"].seen) == {(t, "x86") for t in threads}
+    assert set(int8["onednn"].seen) == {(t, "onednn") for t in threads}
+    assert (table.speedup == table.fp32_ms / table.int8_ms).all()
+    assert (torch.get_num_threads(), torch.backends.quantized.engine) == before
+
+
+FAKE = Recorder("int8", [])
+
+
+@pytest.mark.parametrize(
+    ("int8", "inputs", "threads", "error", "match"),
+    [
+        ({}, [X], [1], TypeError, "int8 must be a non-empty dict of engine -> int8 model"),
+        ({"x86": None}, [X], [1], TypeError, r"'int8\[x86\]' must be a torch.nn.Module, got None"),
+        ({"tpu": FAKE}, [X], [1], ValueError, r"engine must be one of .*; got 'tpu'"),
+        ({"x86": FAKE}, [], [1], ValueError, "inputs and threads must each hold at least one"),
+        ({"x86": FAKE}, [X], [0], ValueError, "threads must be an int in 1"),
+    ],
+)
+def test_speedups_refuses_bad_arguments_before_timing_anything(int8, inputs, threads, error, match):
+    log: list[str] = []
+    with pytest.raises(error, match=match):
+        bench.speedups(Recorder("fp32", log), int8, inputs, threads=threads, warmup=0, repeats=1)
+    assert log == []

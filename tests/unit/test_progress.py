@@ -86,3 +86,22 @@ def test_auto_outside_a_kernel_is_a_terminal_bar(monkeypatch):
         assert isinstance(bar, std.tqdm) and not isinstance(bar, tqdm_notebook)
     finally:
         bar.close()
+
+
+@pytest.mark.parametrize("value", [None, True, False])
+def test_check_enabled_accepts_none_and_bools(value):
+    assert qp.check_enabled(value) is value
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0.0])
+def test_check_enabled_names_the_bad_value(value):
+    with pytest.raises(TypeError, match=rf"must be None \(auto\), True or False, got {value!r}"):
+        qp.check_enabled(value)
+
+
+def test_optional_true_shows_a_bar_even_when_the_environment_says_off(monkeypatch):
+    monkeypatch.setenv(qp.ENV_VAR, "off")
+    assert not qp.optional([1], True).disable
+    assert qp.optional([1], None).disable
+    monkeypatch.setenv(qp.ENV_VAR, "text")
+    assert qp.optional([1], False).disable

@@ -403,3 +403,41 @@ def test_reload_guards(x86, tmp_path):
         ptq.load_torchscript(path.with_suffix(".txt").write_text("x") and path.with_suffix(".txt"))
     with pytest.raises(ValueError, match="int8_model must be an int8 model"):
         ptq.save_torchscript(models.build("plain_cnn").eval(), tmp_path / "f.pt", batches(1)[0])
+
+
+def test_torchvision_mobilenet_quantizes_with_its_unused_skip_adds_left_float(tmp_path):
+    from torchvision.models.quantization import mobilenet_v2
+
+    torch.manual_seed(0)
+    model = mobilenet_v2(weights=None, quantize=False).eval()  # fuse_model() is called for us
+    calib = [torch.randn(2, 3, 32, 32) for _ in range(2)]
+    int8, report = ptq.quantize_static(model, calib, engine="x86")
+
+    residual = {
+        f"features.{i}.skip_add"
+        for i, b in enumerate(model.features)
+        if getattr(b, "use_res_connect", False)
+    }
+    rows = {row.name: row for row in report.modules}
+    unused = {n for n, r in rows.items() if n.endswith("skip_add") and r.status == "float"}
+    assert residual and unused and not residual & unused
+    assert all(rows[n].status == "quantized" for n in residual)
+    assert all(rows[n].reason == "not called in forward" for n in unused)
+    assert int8.qnb_recipe["unused_float"] == sorted(unused, key=list(rows).index)
+
+    path = ptq.save_state_dict(int8, tmp_path / "mnv2.pt")
+    loaded = ptq.load_int8(lambda: mobilenet_v2(weights=None, quantize=False), path)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), int8(x))
+
+
+def test_torchvision_models_are_fused_by_their_fuse_model():
+    from torchvision.models.quantization import resnet18
+
+    from qnb import simulate
+
+    model = resnet18(weights=None, quantize=False).eval()
+    fused = simulate.fused(model)
+    assert not fused.training and all(not m.training for m in fused.modules())
+    assert isinstance(fused.bn1, nn.Identity) and type(fused.conv1).__name__ == "ConvReLU2d"
+    assert isinstance(model.bn1, nn.BatchNorm2d)  # the caller's model is not changed
