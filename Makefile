@@ -55,7 +55,7 @@ nbval: $(READY)
 	$(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 
-## papermill: notebooks run with non-default parameters, their records checked
+## papermill: notebooks run with non-default parameters (records checked) and with every cell twice
 papermill: $(READY)
 	$(PYTEST) tests/notebooks
 

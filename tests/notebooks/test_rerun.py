@@ -1,0 +1,57 @@
+"""Every notebook survives each code cell run twice in a row (DESIGN.md: a cell re-run twice).
+
+A reader in JupyterLab re-runs a cell after changing something, or by accident; a cell that
+mutates state it reads (a model prepared in place, a file moved, a list appended to) then
+fails or silently changes what later cells show. Each notebook is executed with every code
+cell (but the parameters cell) doubled; the heavy ones with smaller settings.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import nbformat
+import pytest
+
+from qnb import runner
+from tests.conftest import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SMALLER = {
+    "08_cpu_deployment.ipynb": {
+        "engines": ["x86"],
+        "thread_counts": [1],
+        "cnn_batches": [4],
+        "vision_models": ["mobilenet_v2"],
+        "vision_batches": [2],
+        "calib_batches": 1,
+        "warmup": 1,
+        "repeats": 2,
+        "pt2e_model": "mobilenet_v2",
+        "pt2e_batch": 2,
+    },
+}
+
+
+def doubled(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of `notebook` in which every code cell but the parameters cell runs twice."""
+    twin = copy.deepcopy(notebook)
+    cells = []
+    for cell in twin.cells:
+        cells.append(cell)
+        if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
+            again = copy.deepcopy(cell)
+            again.id = f"{cell.id}-again"[:64]
+            cells.append(again)
+    twin.cells = cells
+    return twin
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_cell_runs_twice(path, tmp_path):
+    source = tmp_path / path.name
+    nbformat.write(doubled(nbformat.read(path, as_version=4)), source)
+    result = runner.execute(
+        source, tmp_path / "ran" / path.name, parameters=SMALLER.get(path.name), timeout=900
+    )
+    assert result.status == "ok", result.error
