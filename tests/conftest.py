@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from qnb.notebook import KERNELSPEC
 
@@ -29,3 +30,13 @@ def notebook_factory(tmp_path):
         return make_notebook(tmp_path / name, parameters, *cells)
 
     return factory
+
+
+@pytest.fixture
+def torch_state():
+    """Whatever a test does, the next one starts with the same threads and quantized engine
+    (both process-wide; quantize_static and the int8 loaders set the engine on purpose)."""
+    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
+    yield
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = engine

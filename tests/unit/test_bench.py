@@ -19,15 +19,7 @@ hide_deprecation_warnings()
 
 X = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 CORES = os.cpu_count() or 1
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_state():
-    """Whatever a test does, the next one starts with the same threads and engine."""
-    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.quantized.engine = engine
+pytestmark = pytest.mark.usefixtures("torch_state")
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,12 @@ from tests.unit.test_pt2e import SLOW, Tiny
 
 hide_deprecation_warnings()
 pytestmark = [
+    pytest.mark.usefixtures("torch_state"),
     pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning"),
     pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning"),
 ]
 CORES = os.cpu_count() or 1
 X = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-
-
-@pytest.fixture(autouse=True)
-def restore_engine():
-    engine = torch.backends.quantized.engine
-    yield
-    torch.backends.quantized.engine = engine
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,12 @@ from qnb.estimators import NotCalibratedError
 matplotlib.use("Agg")
 hide_deprecation_warnings()
 pytestmark = [
+    pytest.mark.usefixtures("torch_state"),
     pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning"),
     pytest.mark.filterwarnings("ignore:`torch.jit.:UserWarning"),
     pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def restore_engine():
-    engine = torch.backends.quantized.engine
-    yield
-    torch.backends.quantized.engine = engine
 
 
 def batches(n: int = 2, size: int = 8, seed: int = 0) -> list[torch.Tensor]:

@@ -16,16 +16,12 @@ from qnb import data, models, ptq, qat
 from qnb.env import hide_deprecation_warnings
 
 hide_deprecation_warnings()
-pytestmark = pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
+pytestmark = [
+    pytest.mark.usefixtures("torch_state"),
+    pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning"),
+]
 
 SMALL = {"epochs": 1, "limit": 256, "batch_size": 64, "progress": False}  # 4 steps
-
-
-@pytest.fixture(autouse=True)
-def restore_engine():
-    engine = torch.backends.quantized.engine
-    yield
-    torch.backends.quantized.engine = engine
 
 
 @pytest.fixture(scope="module")
