@@ -414,6 +414,13 @@ def speedups(
     _check_models({"fp32": fp32, **{f"int8[{e}]": m for e, m in int8.items()}})
     for engine in int8:
         _check_engine(engine)
+    if isinstance(inputs, torch.Tensor) or not isinstance(inputs, Iterable):
+        raise TypeError(
+            "inputs must be a list of input batches, one per batch size (wrap a single batch "
+            f"in a list), got {type(inputs).__name__}"
+        )
+    if not isinstance(threads, Iterable):
+        raise TypeError(f"threads must be a list of thread counts such as [1, 2], got {threads!r}")
     inputs, threads = list(inputs), [_check_threads(t) for t in threads]
     if not inputs or not threads:
         raise ValueError("inputs and threads must each hold at least one value")

@@ -258,6 +258,8 @@ FAKE = Recorder("int8", [])
         ({"tpu": FAKE}, [X], [1], ValueError, r"engine must be one of .*; got 'tpu'"),
         ({"x86": FAKE}, [], [1], ValueError, "inputs and threads must each hold at least one"),
         ({"x86": FAKE}, [X], [0], ValueError, "threads must be an int in 1"),
+        ({"x86": FAKE}, X, [1], TypeError, "inputs must be a list of input batches.*got Tensor"),
+        ({"x86": FAKE}, [X], 2, TypeError, r"threads must be a list of thread counts .*got 2"),
     ],
 )
 def test_speedups_refuses_bad_arguments_before_timing_anything(int8, inputs, threads, error, match):
