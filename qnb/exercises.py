@@ -311,10 +311,10 @@ def check_best_clip(answer: float, activations: torch.Tensor, bits: int) -> None
 
 @_needs_answer
 def check_sweep_gap(answer: dict, results_csv: str) -> None:
-    """Exercise 09.1: mean SQNR gap (asymmetric - symmetric on ReLU data) per compare_bits."""
+    """Exercise 13.1: mean SQNR gap (asymmetric - symmetric on ReLU data) per compare_bits."""
     import pandas as pd
 
-    name = "Exercise 09.1"
+    name = "Exercise 13.1"
     table = pd.read_csv(results_csv)
     ok = table[table.status == "ok"]
     gap = ok.sqnr_relu_asymmetric_db - ok.sqnr_relu_symmetric_db
@@ -352,8 +352,8 @@ def _int8_module_types() -> tuple[type, ...]:
 
 @_needs_answer
 def check_float_modules(answer: list, int8_model: torch.nn.Module) -> None:
-    """Exercise 04.1: the leaf modules of a converted model that are not int8 modules."""
-    name, int8_types = "Exercise 04.1", _int8_module_types()
+    """Exercise 05.1: the leaf modules of a converted model that are not int8 modules."""
+    name, int8_types = "Exercise 05.1", _int8_module_types()
     leaves = {n: m for n, m in int8_model.named_modules() if n and not list(m.children())}
     want = {n for n, m in leaves.items() if not isinstance(m, int8_types)}
     got = set(answer) if isinstance(answer, list | tuple | set) else None
@@ -385,12 +385,12 @@ def check_float_modules(answer: list, int8_model: torch.nn.Module) -> None:
 
 @_needs_answer
 def check_float_functional(model_class: type) -> None:
-    """Exercise 04.2: a residual model that eager PTQ can quantize (FloatFunctional add)."""
+    """Exercise 05.2: a residual model that eager PTQ can quantize (FloatFunctional add)."""
     from torch.ao.nn.quantized import QFunctional
 
     from qnb import ptq
 
-    name = "Exercise 04.2"
+    name = "Exercise 05.2"
     if not isinstance(model_class, type) or not issubclass(model_class, torch.nn.Module):
         _fail(name, f"pass the class itself (Residual), got {model_class!r}")
     model = model_class().eval()
@@ -420,8 +420,8 @@ def check_float_functional(model_class: type) -> None:
 
 @_needs_answer
 def check_lstm_share(answer: float, model: torch.nn.Module) -> None:
-    """Exercise 05.1: the fraction of the model's parameters that are in its LSTM."""
-    name = "Exercise 05.1"
+    """Exercise 06.1: the fraction of the model's parameters that are in its LSTM."""
+    name = "Exercise 06.1"
     total = sum(p.numel() for p in model.parameters())
     lstm = sum(
         p.numel() for m in model.modules() if isinstance(m, torch.nn.LSTM) for p in m.parameters()
@@ -448,8 +448,8 @@ def check_lstm_share(answer: float, model: torch.nn.Module) -> None:
 
 @_needs_answer
 def check_dynamic_qparams(scale: float, zero_point: int, x: torch.Tensor) -> None:
-    """Exercise 05.2: the uint8 scale and zero point dynamic quantization picks for batch x."""
-    name = "Exercise 05.2"
+    """Exercise 06.2: the uint8 scale and zero point dynamic quantization picks for batch x."""
+    name = "Exercise 06.2"
     want_scale, want_zp = torch._choose_qparams_per_tensor(x.detach(), False)
     lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
     if not math.isclose(scale, want_scale, rel_tol=1e-4):
@@ -471,10 +471,10 @@ def check_dynamic_qparams(scale: float, zero_point: int, x: torch.Tensor) -> Non
 
 @_needs_answer
 def check_shard(answer: list, notebook: str, grid: dict, shard: str) -> None:
-    """Exercise 09.2: the run names one shard `I/N` of a sweep executes."""
+    """Exercise 13.2: the run names one shard `I/N` of a sweep executes."""
     from qnb import sweep
 
-    name = "Exercise 09.2"
+    name = "Exercise 13.2"
     index, count = sweep.parse_shard(shard)
     want = [run.name for run in sweep.shard(sweep.plan([notebook], grid), index, count)]
     if not isinstance(answer, list | tuple):
@@ -498,8 +498,8 @@ def check_shard(answer: list, notebook: str, grid: dict, shard: str) -> None:
 def check_ste_gradient(
     answer: torch.Tensor, x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int
 ) -> None:
-    """Exercise 06.1: the straight-through gradient of fake quantization at the points x."""
-    name = "Exercise 06.1"
+    """Exercise 08.1: the straight-through gradient of fake quantization at the points x."""
+    name = "Exercise 08.1"
     probe = x.detach().clone().requires_grad_(True)
     torch.fake_quantize_per_tensor_affine(probe, scale, zero_point, qmin, qmax).sum().backward()
     want = probe.grad
@@ -531,8 +531,8 @@ def check_ste_gradient(
 
 @_needs_answer
 def check_ste_function(function: type) -> None:
-    """Exercise 06.2: an autograd Function that rounds forward and passes gradients through."""
-    name = "Exercise 06.2"
+    """Exercise 08.2: an autograd Function that rounds forward and passes gradients through."""
+    name = "Exercise 08.2"
     if not isinstance(function, type) or not issubclass(function, torch.autograd.Function):
         _fail(name, f"pass a torch.autograd.Function subclass, got {function!r}")
     x = torch.tensor([-1.5, -0.4, 0.5, 1.5, 2.7], requires_grad=True)
@@ -581,10 +581,10 @@ def _size_variants(model: torch.nn.Module, bitwidths: dict) -> dict[str, float]:
 
 @_needs_answer
 def check_model_size(answer: float, model: torch.nn.Module, bitwidths: dict) -> None:
-    """Exercise 07.1: the workbook's size (bytes) of `model`'s layers at `bitwidths`."""
+    """Exercise 09.1: the workbook's size (bytes) of `model`'s layers at `bitwidths`."""
     from qnb import mixed
 
-    name = "Exercise 07.1"
+    name = "Exercise 09.1"
     if not isinstance(answer, int | float | np.integer | np.floating) or not math.isfinite(answer):
         _fail(name, f"answer must be a number of bytes, got {answer!r}")
     want = mixed.model_size_bytes(model, bitwidths)
@@ -616,10 +616,10 @@ def check_model_size(answer: float, model: torch.nn.Module, bitwidths: dict) -> 
 
 @_needs_answer
 def check_pareto_points(answer: list, points: dict) -> None:
-    """Exercise 07.2: the names of the (size, accuracy) points on the Pareto front."""
+    """Exercise 09.2: the names of the (size, accuracy) points on the Pareto front."""
     from qnb import mixed
 
-    name = "Exercise 07.2"
+    name = "Exercise 09.2"
     if not isinstance(answer, list | tuple | set):
         _fail(name, f"answer with a list of point names, got {type(answer).__name__}")
     names = list(points)
@@ -662,8 +662,8 @@ def _close(a: float, b: float) -> bool:
 
 @_needs_answer
 def check_throughput(answer: dict, result) -> None:
-    """Exercise 08.1: images per second of each model in a `qnb.bench` result."""
-    name = "Exercise 08.1"
+    """Exercise 10.1: images per second of each model in a `qnb.bench` result."""
+    name = "Exercise 10.1"
     batch = result.context().get("batch")
     if batch is None:
         raise ValueError("result was timed with a callable example: it records no batch size")
@@ -692,9 +692,9 @@ def check_throughput(answer: dict, result) -> None:
 
 @_needs_answer
 def check_amdahl(function: Callable[[float, float], float]) -> None:
-    """Exercise 08.2: `function(p, k)`, the whole-model speedup when a fraction p of the time
+    """Exercise 10.2: `function(p, k)`, the whole-model speedup when a fraction p of the time
     runs k times faster and the rest not at all."""
-    name = "Exercise 08.2"
+    name = "Exercise 10.2"
     if not callable(function):
         _fail(name, f"answer with a function amdahl(p, k), got {type(function).__name__}")
     points = [(0.0, 4.0), (1.0, 4.0), (0.5, 4.0), (0.9, 4 / 3), (0.75, 10.0)]

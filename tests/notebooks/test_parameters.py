@@ -77,9 +77,9 @@ def test_03_plain_model_other_settings(tmp_path):
     assert {"acc_calib16_mse_a6", "acc_calib64_mse_a6"} <= set(records)
 
 
-def test_04_defaults_keep_accuracy_and_shrink_4x(tmp_path):
+def test_05_defaults_keep_accuracy_and_shrink_4x(tmp_path):
     """The issue's bar for the default run (x86, plain CNN); the speedup is recorded, not tested."""
-    records = run(tmp_path, "04_static_ptq.ipynb")
+    records = run(tmp_path, "05_static_ptq.ipynb")
     assert records["engine"] == "x86" and records["model"] == "plain_cnn"
     assert abs(records["int8_acc"] - records["fp32_acc"]) <= 0.005
     assert records["size_ratio"] >= 3.8
@@ -87,18 +87,18 @@ def test_04_defaults_keep_accuracy_and_shrink_4x(tmp_path):
 
 
 @pytest.mark.parametrize("engine", ["qnnpack", "onednn"])
-def test_04_other_engines(tmp_path, engine):
-    records = run(tmp_path, "04_static_ptq.ipynb", engine=engine, engines=[engine], repeats=3)
+def test_05_other_engines(tmp_path, engine):
+    records = run(tmp_path, "05_static_ptq.ipynb", engine=engine, engines=[engine], repeats=3)
     assert records["engine"] == engine
     assert records["int8_acc"] == pytest.approx(records["fp32_acc"], abs=0.01)
     assert records[f"int8_acc_{engine}"] == records["int8_acc"]
     assert "int8_acc_x86" not in records
 
 
-def test_05_other_engine_and_bits(tmp_path):
+def test_06_other_engine_and_bits(tmp_path):
     records = run(
         tmp_path,
-        "05_dynamic_and_weight_only.ipynb",
+        "06_dynamic_and_weight_only.ipynb",
         engine="qnnpack",
         weight_only_bits=[8, 2],
         group_size=None,
@@ -110,10 +110,10 @@ def test_05_other_engine_and_bits(tmp_path):
     assert {"acc_weight_only_int8", "acc_weight_only_int2"} <= set(records)
 
 
-def test_06_depthwise_short_ladder(tmp_path):
+def test_08_depthwise_short_ladder(tmp_path):
     records = run(
         tmp_path,
-        "06_quantization_aware_training.ipynb",
+        "08_quantization_aware_training.ipynb",
         model_names=["depthwise_cnn"],
         ladder=[[8, 8], [3, 3]],
         train_limit=1000,
@@ -124,12 +124,12 @@ def test_06_depthwise_short_ladder(tmp_path):
     assert {"ptq_acc_w3a3", "qat_acc_w3a3"} <= set(records)
 
 
-def test_07_depthwise_three_bit_budget(tmp_path):
+def test_09_depthwise_three_bit_budget(tmp_path):
     """The allocation respects its budget; accuracies are recorded (their order is not tested:
     a few digits either way is noise on 1,000 test digits)."""
     records = run(
         tmp_path,
-        "07_mixed_precision.ipynb",
+        "09_mixed_precision.ipynb",
         model_name="depthwise_cnn",
         choices=[2, 4, 8],
         budget_bits=3,
@@ -151,10 +151,10 @@ def test_07_depthwise_three_bit_budget(tmp_path):
     assert records["pareto_front"]
 
 
-def test_08_one_engine_small_batches(tmp_path):
+def test_10_one_engine_small_batches(tmp_path):
     records = run(
         tmp_path,
-        "08_cpu_deployment.ipynb",
+        "10_cpu_deployment.ipynb",
         engines=["x86"],
         thread_counts=[1],
         cnn_batches=[4, 64],

@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SMALLER = {
-    "08_cpu_deployment.ipynb": {
+    "10_cpu_deployment.ipynb": {
         "engines": ["x86"],
         "thread_counts": [1],
         "cnn_batches": [4],

@@ -1,4 +1,4 @@
-"""The notebook 08 exercise checks: right answers pass, common mistakes get their hint."""
+"""The notebook 10 exercise checks: right answers pass, common mistakes get their hint."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ RIGHT = {"fp32": 8 * 1000 / 5.0, "int8": 8 * 1000 / 1.25}
 
 def test_throughput_right_answer_passes(capsys):
     check_throughput(dict(RIGHT), RESULT)
-    assert "Exercise 08.1 passed" in capsys.readouterr().out
+    assert "Exercise 10.1 passed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_throughput_needs_a_batch_size():
 
 def test_amdahl_right_answer_passes(capsys):
     check_amdahl(lambda p, k: 1 / ((1 - p) + p / k))
-    assert "Exercise 08.2 passed" in capsys.readouterr().out
+    assert "Exercise 10.2 passed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_amdahl_mistakes_get_their_hint(function, hint):
 
 def test_amdahl_stub_is_not_answered_yet():
     def amdahl(p: float, k: float) -> float:
-        raise NotImplementedError("Exercise 08.2: write the body")
+        raise NotImplementedError("Exercise 10.2: write the body")
 
     with pytest.raises(ExerciseError, match="not answered yet: your function is still the stub"):
         check_amdahl(amdahl)
