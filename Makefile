@@ -1,9 +1,11 @@
 # qnb workbook. The two commands a newcomer needs: `make run` and `make test`.
 # Every target sets up the environment first (.venv from requirements.lock), quietly when present.
+# Portable to macOS: GNU make 3.81 (no .SHELLFLAGS, no target-specific exports) and /bin/bash 3.2;
+# a recipe line that pipes starts with $(STRICT) so that a failing command fails the line.
 
 SHELL      := /bin/bash
-.SHELLFLAGS := -eo pipefail -c
-PYTHON     ?= $(shell command -v python3.11 || command -v python3)
+STRICT     := set -eo pipefail;
+PYTHON     ?= $(shell command -v python3.11 || command -v python3 || echo python3.11)
 VENV       := .venv
 BIN        := $(VENV)/bin
 READY      := $(VENV)/.ready
@@ -17,19 +19,43 @@ PIP_NOISE  := is ignored: it is neither a file nor a directory
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 # Progress bars (qnb.progress): a few plain-text lines in batch runs, live widget bars in the lab.
 export QNB_PROGRESS := text
-lab: export QNB_PROGRESS := auto
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# JupyterLab defaults for this environment: never fetch news nor ask about it, never check for
+# updates (the supported way: a settings override in the environment's app settings folder).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.d/qnb.json
+LAB_DEFAULTS  := {"@jupyterlab/apputils-extension:notification": \
+                  {"fetchNews": "false", "checkForUpdates": false}}
+# The Python the lock is made for: 3.11, any patch release (Debian 12 has 3.11.2).
+PYTHON_OK  := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 12))
+CHECK_PYTHON := "$(PYTHON)" -c '$(PYTHON_OK)' 2>/dev/null || { \
+    v=$$("$(PYTHON)" -V 2>&1) || v="not a runnable Python"; \
+    echo "qnb needs Python 3.11 (3.11.0 or a later 3.11.x), but PYTHON=$(PYTHON) is $$v." \
+    "Install Python 3.11, then: make PYTHON=/path/to/python3.11 setup" >&2; exit 1; }
+# make lock: the new pins (pip freeze) with the markers of requirements.lock, plus the lock's
+# marked pins that this machine does not install; "key<TAB>line", sorted by canonical name.
+LOCK_MERGE := function key(s) { s = tolower(s); gsub(/[-_.]+/, "-", s); return s } \
+    FNR == NR { if (/^[A-Za-z0-9].*;/) { split($$0, p, "=="); k = key(p[1]); kept[k] = $$0; \
+                mark[k] = substr($$0, index($$0, ";")) }; next } \
+    { split($$0, p, "=="); k = key(p[1]); line = $$0; if (k in mark) line = $$0 " " mark[k]; \
+      delete kept[k]; print k "\t" line } \
+    END { for (k in kept) print k "\t" kept[k] }
 
 .PHONY: setup run test lint unit nbval papermill smoke notebooks assignments lab lock clean
 
-setup: $(READY)
+setup: $(READY) $(LAB_OVERRIDES)
 
 $(READY): requirements.lock pyproject.toml
-	@test -x $(BIN)/python || { echo "Creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@test -x $(BIN)/python || { $(CHECK_PYTHON) && echo "Creating $(VENV) with $(PYTHON)" \
+	    && "$(PYTHON)" -m venv $(VENV); }
 	@echo "Installing pinned packages into $(VENV) (about a minute the first time)"
-	@$(BIN)/pip install -q -r requirements.lock 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
-	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
+	@$(STRICT) $(BIN)/pip install -q -r requirements.lock 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
+	@$(STRICT) $(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 \
+	    | { grep -v "$(PIP_NOISE)" || true; }
 	@touch $@
+
+$(LAB_OVERRIDES): Makefile
+	@mkdir -p $(@D)
+	@echo '$(LAB_DEFAULTS)' > $@
 
 ## run: execute every notebook with papermill into $(RUN): results.csv and report.html
 run: $(READY)
@@ -60,7 +86,7 @@ papermill: $(READY)
 	$(PYTEST) tests/notebooks
 
 ## smoke: JupyterLab end to end: REST API and kernel, then a headless-Chromium "run all"
-smoke: $(READY)
+smoke: $(READY) $(LAB_OVERRIDES)
 	$(PYTEST) tests/smoke
 
 ## notebooks: re-execute the committed notebooks in place (default parameters) and clean them
@@ -73,15 +99,23 @@ assignments: $(READY)
 
 ## lab: open JupyterLab on the notebooks, with this environment as the kernel
 # (--allow-root only when run as root, e.g. in a container; no news or update checks: offline)
-lab: $(READY)
-	$(BIN)/jupyter lab --notebook-dir=notebooks --LabApp.news_url=None \
+lab: $(READY) $(LAB_OVERRIDES)
+	QNB_PROGRESS=auto $(BIN)/jupyter lab --notebook-dir=notebooks --LabApp.news_url=None \
 	    --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
 	    $(if $(filter 0,$(shell id -u)),--allow-root)
 
-## lock: regenerate the exact pins from the current environment
+## lock: regenerate the exact pins from the current environment (run it on Linux x86-64). The
+## environment markers of the current lock are kept, and so are the pins of packages that only
+## other platforms install; environment.yml gets the same lines. Then check the platforms:
+## .venv/bin/python -m pytest tests/unit/test_lock_platforms.py
 lock: $(READY)
-	@{ head -n 2 requirements.lock; $(BIN)/pip freeze --exclude-editable; } > requirements.lock.new
-	@mv requirements.lock.new requirements.lock
+	@$(STRICT) $(BIN)/pip freeze --all --exclude pip --exclude-editable 2>/dev/null \
+	    | awk '$(LOCK_MERGE)' requirements.lock - | LC_ALL=C sort | cut -f 2- > requirements.lock.new
+	@{ grep '^#' requirements.lock; cat requirements.lock.new; } > requirements.lock.tmp
+	@{ sed '/^  - pip:$$/q' environment.yml; sed 's/^/      - /' requirements.lock.new; } \
+	    > environment.yml.new
+	@mv requirements.lock.tmp requirements.lock && mv environment.yml.new environment.yml
+	@rm -f requirements.lock.new
 
 clean:
 	rm -rf runs build .cache .pytest_cache .ruff_cache

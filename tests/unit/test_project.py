@@ -14,9 +14,13 @@ from tests.conftest import REPO
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def _pins() -> dict[str, str]:
+def _lock_lines() -> list[str]:
     lines = (REPO / "requirements.lock").read_text().splitlines()
-    pairs = (line.split("==") for line in lines if line and not line.startswith("#"))
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _pins() -> dict[str, str]:
+    pairs = (line.split(";")[0].strip().split("==") for line in _lock_lines())
     return {name.lower().replace("_", "-"): version for name, version in pairs}
 
 
@@ -25,11 +29,29 @@ def test_lock_pins_torch_pair():
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
 
 
+def test_pyproject_dependencies_are_pinned():
+    """Every runtime dependency of qnb is in the lock, at a version its range allows."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = _pins()
+    for text in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        req = Requirement(text)
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is a dependency but not pinned in requirements.lock"
+        assert req.specifier.contains(pins[name]), f"lock pins {name}=={pins[name]}, not {req}"
+    assert "scipy" in {Requirement(t).name for t in project["dependencies"]}
+
+
 def test_environment_yml_lists_every_pinned_package():
+    """environment.yml's pip section is the lock, line for line, markers included."""
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     assert "python=3.11" in env["dependencies"]
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    listed = dict(p.split("==") for p in pip_section)
+    assert pip_section == _lock_lines()
+    listed = dict(p.split(";")[0].strip().split("==") for p in pip_section)
     listed = {k.lower().replace("_", "-"): v for k, v in listed.items()}
     assert listed == _pins()
 
