@@ -49,6 +49,7 @@ __all__ = [
     "build",
     "train",
     "evaluate",
+    "predict",
     "pretrained",
     "cache_path",
 ]
@@ -295,16 +296,16 @@ def train(
     return model
 
 
-def evaluate(model: nn.Module, loader: Iterable | None = None) -> float:
-    """Top-1 accuracy in [0, 1] of `model` on `loader`'s (images, labels) batches; the test
-    split by default. Works for float, fake-quantized and converted int8 models (which take
-    float input through their QuantStub). The model runs in eval mode; its mode is restored.
-    (A prepared model's observers still record in eval mode: calibrate before you evaluate.)"""
+def predict(model: nn.Module, loader: Iterable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`model`'s predicted classes and the true labels (both int64, in `loader` order) on
+    `loader`'s (images, labels) batches; the test split by default. For paired comparisons of
+    two models on the same digits (see `qnb.stats`). The model runs in eval mode; its mode is
+    restored."""
     model = _check_model(model)
     loader = data.test_loader() if loader is None else loader
     was_training = model.training
     model.eval()
-    correct = seen = 0
+    predicted, truth = [], []
     try:
         with torch.inference_mode():
             for batch in loader:
@@ -313,13 +314,22 @@ def evaluate(model: nn.Module, loader: Iterable | None = None) -> float:
                         f"loader must yield (images, labels) pairs, got {type(batch).__name__}"
                     )
                 images, labels = batch
-                correct += (model(images).argmax(1) == labels).sum().item()
-                seen += len(labels)
+                predicted.append(model(images).argmax(1))
+                truth.append(torch.as_tensor(labels).to(torch.int64).reshape(-1))
     finally:
         model.train(was_training)
-    if seen == 0:
+    if not predicted or not sum(map(len, truth)):
         raise ValueError("loader must yield at least one (images, labels) batch, got none")
-    return correct / seen
+    return torch.cat(predicted).to(torch.int64), torch.cat(truth)
+
+
+def evaluate(model: nn.Module, loader: Iterable | None = None) -> float:
+    """Top-1 accuracy in [0, 1] of `model` on `loader`'s (images, labels) batches; the test
+    split by default. Works for float, fake-quantized and converted int8 models (which take
+    float input through their QuantStub). The model runs in eval mode; its mode is restored.
+    (A prepared model's observers still record in eval mode: calibrate before you evaluate.)"""
+    predicted, labels = predict(model, loader)
+    return (predicted == labels).sum().item() / len(labels)
 
 
 # --- the pretrained cache ------------------------------------------------------------------

@@ -154,6 +154,40 @@ def test_evaluate_counts_correct_predictions_and_restores_mode():
     assert qm.evaluate(model) == (y == 0).sum().item() / 1000  # the test split by default
 
 
+def test_predict_gives_the_predictions_and_labels_in_loader_order():
+    class Constant(nn.Module):
+        def forward(self, x):
+            return torch.eye(10)[torch.full((len(x),), 3)]
+
+    model = Constant().train()
+    batches = [(images(4), torch.tensor([3, 0, 3, 1])), (images(2), [5, 3])]
+    predicted, labels = qm.predict(model, batches)
+    assert predicted.tolist() == [3] * 6 and predicted.dtype == torch.int64
+    assert labels.tolist() == [3, 0, 3, 1, 5, 3] and labels.dtype == torch.int64
+    assert model.training  # mode restored
+    assert qm.evaluate(model, batches) == 0.5
+    predicted, labels = qm.predict(model)  # the test split by default
+    assert len(predicted) == 1000 and torch.equal(labels, data.tensors(False)[1])
+
+
+def test_predict_agrees_with_evaluate_on_a_real_model():
+    model = tiny_train()
+    predicted, labels = qm.predict(model, data.validation_loader(batch_size=64))
+    assert torch.equal(labels, data.validation_tensors()[1])
+    with torch.no_grad():
+        assert torch.equal(predicted, model(data.validation_tensors()[0]).argmax(1))
+    assert qm.evaluate(model, data.validation_loader()) == (predicted == labels).sum().item() / 500
+
+
+@pytest.mark.parametrize("func", [qm.predict, qm.evaluate])
+def test_predict_and_evaluate_refuse_empty_loaders(func):
+    model = qm.build("plain_cnn")
+    with pytest.raises(ValueError, match="loader must yield at least one"):
+        func(model, [(images(0), torch.zeros(0, dtype=torch.long))])
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got int"):
+        func(3)
+
+
 def test_evaluate_bad_input():
     model = qm.build("plain_cnn")
     with pytest.raises(ValueError, match="loader must yield at least one"):
@@ -175,7 +209,7 @@ def test_evaluate_bad_input():
         ({"shift": -1}, ValueError, r"shift must be an int in 0..8, got -1"),
         ({"seed": -1}, ValueError, "seed must be an int >= 0, got -1"),
         ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1, got 0"),
-        ({"limit": 0}, ValueError, "limit must be an int in 1..4000, got 0"),
+        ({"limit": 0}, ValueError, "limit must be an int in 1..3500, got 0"),
         ({"progress": "yes"}, TypeError, "progress must be None"),
     ],
 )
@@ -254,6 +288,22 @@ def test_cache_key_follows_the_config(tmp_path):
     assert qm.cache_path("depthwise_cnn", epochs=1).name.startswith("depthwise_cnn-")
     assert qm.cache_path("plain_cnn").name != base.name  # default epochs
     assert qm.cache_path("plain_cnn", epochs=1, cache_dir=tmp_path).parent == tmp_path
+
+
+def test_cache_key_hashes_the_training_split(monkeypatch):
+    """A model trained before the validation split (on all 4,000 training-file digits) is not
+    reused: the key hashes the digits the model trains on, which no longer hold validation."""
+    now = qm.cache_path("plain_cnn", epochs=1)
+    images, labels = data.tensors(True)
+    assert len(labels) == 3500
+    file = data.mnist(True)
+    whole = (file.data.unsqueeze(1).float().div(255).sub(data.MEAN).div(data.STD), file.targets)
+    monkeypatch.setattr(data, "tensors", lambda train=True, root=None: whole)
+    assert qm.cache_path("plain_cnn", epochs=1) != now
+    changed = images.clone()
+    changed[0, 0, 0, 0] += 1
+    monkeypatch.setattr(data, "tensors", lambda train=True, root=None: (changed, labels))
+    assert qm.cache_path("plain_cnn", epochs=1) != now
 
 
 def test_default_cache_dir_is_the_ignored_checkout_folder(monkeypatch):
