@@ -43,10 +43,12 @@ it rounds the bias to int32 at ``s_x s_w`` but keeps the float32 multiplier
 rounded bias tips ``v * M`` over a half.
 
 On CPUs with AVX-512 VNNI, PyTorch's x86 engine runs symmetric-weight convolutions with
-``groups <= 100`` on oneDNN instead of FBGEMM (``should_use_onednn_quant``); the tests check
-that its codes equal these too. :func:`fold_bn` is batch-norm folding as
-``torch.ao.quantization.fuse_modules`` does it.
-"""
+``groups <= 100`` on oneDNN instead of FBGEMM (``should_use_onednn_quant`` in PyTorch's
+OnednnUtils.h; :func:`torch_conv_requantization`). oneDNN orders the same float32 operations
+differently: ``v = float32(acc) * a + bias``, then ``nearbyint(v / s_y)``
+(``requantization="onednn"``). The two agree except where the result lands within a float32
+rounding of a half: about one code in a million on the workbook's CNN.
+:func:`fold_bn` is batch-norm folding as ``torch.ao.quantization.fuse_modules`` does it."""
 
 from __future__ import annotations
 
@@ -70,12 +72,13 @@ __all__ = [
     "accumulator_bound",
     "madd_int16",
     "fold_bn",
+    "torch_conv_requantization",
 ]
 
 INT32_MAX = 2**31 - 1
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
 F32 = np.float32
-REQUANTIZATIONS = ("float", "int32_bias", "fixed_point")
+REQUANTIZATIONS = ("float", "onednn", "int32_bias", "fixed_point")
 
 
 class FixedPoint(NamedTuple):
@@ -463,6 +466,13 @@ def _output(acc, x_qp, w_qp, bias, y_qp, relu, requantization, channel_axis) -> 
                 b = bias * F32(1.0 / np.float64(a))
             v = v + np.asarray(b, F32).reshape(shape)
         return requantize(v, np.broadcast_to(m, (channels,)).reshape(shape), z_y, **limits)
+    if requantization == "onednn":  # oneDNN: dequantize, add the bias, divide by s_y
+        v = acc.astype(F32) * a.reshape(shape) if w_qp.per_channel else acc.astype(F32) * a
+        if bias is not None:
+            v = v + bias.reshape(shape)
+        r = np.rint(np.asarray(v / F32(y_qp.scale), F32)).astype(np.int64)
+        low = z_y if relu else int(y_qp.qmin)
+        return np.clip(r + z_y, max(low, int(y_qp.qmin)), int(y_qp.qmax))
     if requantization == "int32_bias":  # qnnpack: bias rounded to int32, float multiplier
         if bias is not None:
             acc = acc + np.rint(bias / np.broadcast_to(a, bias.shape)).astype(np.int64).reshape(
@@ -495,7 +505,8 @@ def linear(
     `x_q` (..., K) uint8 codes with per-tensor `x_qp`; `w_q` (C, K) int8 codes with per-tensor
     or per-channel `w_qp`; `bias` (C,) float32 or None; output codes (..., C) as int64 with
     per-tensor `y_qp`. `requantization`: ``"float"`` (x86/FBGEMM: float32 bias added after
-    dividing by ``s_x s_w``, float32 multiplier), ``"int32_bias"`` (qnnpack: the bias rounded
+    dividing by ``s_x s_w``, float32 multiplier), ``"onednn"`` (x86 convolutions on VNNI
+    CPUs: ``(acc * s_x s_w + bias) / s_y`` in float32), ``"int32_bias"`` (qnnpack: the bias rounded
     to int32 at scale ``s_x s_w`` first, float32 multiplier) or ``"fixed_point"`` (int32 bias,
     :func:`fixed_point_multiplier`, no float at all).
     """
@@ -598,3 +609,23 @@ def _float_array(value: Any, name: str, shape: tuple[int, ...] | None = None) ->
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite; got {_show_value(arr[~np.isfinite(arr)][0])}")
     return arr.astype(F32)
+
+
+def torch_conv_requantization(
+    engine: str, vnni: bool, groups: int = 1, symmetric_weights: bool = True
+) -> str:
+    """The `requantization` of :func:`conv2d` that matches PyTorch's conv kernel on `engine`.
+
+    x86 picks oneDNN when the CPU has AVX-512 VNNI, the weights are symmetric and
+    ``groups <= 100`` (PyTorch's ``should_use_onednn_quant``), FBGEMM otherwise; ``fbgemm``
+    is FBGEMM, ``onednn`` oneDNN, ``qnnpack`` the int32-bias path."""
+    paths = {"fbgemm": "float", "onednn": "onednn", "qnnpack": "int32_bias"}
+    if engine == "x86":
+        vnni, symmetric_weights = (
+            check_bool("vnni", vnni),
+            check_bool("symmetric_weights", symmetric_weights),
+        )
+        use_onednn = vnni and symmetric_weights and check_int("groups", groups, 1) <= 100
+        return "onednn" if use_onednn else "float"
+    _check_choice(engine, "engine", ("x86", *paths))
+    return paths[engine]

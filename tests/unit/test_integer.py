@@ -23,7 +23,7 @@ from torch.ao.nn import quantized as nnq
 from torch.ao.nn.intrinsic import quantized as nniq
 from torch.ao.quantization import fuse_modules
 
-from qnb import integer
+from qnb import env, integer
 from qnb.affine import QParams
 
 pytestmark = pytest.mark.filterwarnings(
@@ -154,6 +154,14 @@ def compare(case: dict, conv: bool, name: str) -> None:
     # x86: every case must be bit-exact (FBGEMM linear; oneDNN or FBGEMM conv)
     x86 = torch_layer(case, conv, "x86")
     mine = ours(case, conv, "float")
+    if conv:  # oneDNN on VNNI CPUs: its own float32 order of operations (see module doc)
+        symmetric = int(np.max(np.abs(qp_of(case["w_q"]).zero_point))) == 0
+        path = integer.torch_conv_requantization("x86", VNNI, case["groups"], symmetric)
+        mine = ours(case, conv, path)
+        count(
+            f"{name} float-vs-onednn differing codes",
+            int((ours(case, conv, "float") != mine).sum()),
+        )
     assert np.array_equal(mine, x86), f"{int((mine != x86).sum())} of {x86.size} codes differ"
     count(f"{name} cases", 1)
     count(f"{name} codes", x86.size)
@@ -205,6 +213,58 @@ def test_fbgemm_engine_conv_matches_too(torch_state):
     }
     assert np.array_equal(torch_layer(case, True, "fbgemm"), ours(case, True, "float"))
     assert np.array_equal(torch_layer(case, True, "x86"), ours(case, True, "float"))
+
+
+VNNI = env.cpu_features()["avx512_vnni"]  # what PyTorch checks (cpuinfo) to pick oneDNN
+
+
+def test_onednn_and_fbgemm_round_a_near_tie_differently(torch_state):
+    """From the trained CNN's conv1: (acc * a + b) / s_y and (acc + b / a) * M land on two
+    sides of 18.5 (exact value 18.500002). oneDNN (x86 on a VNNI CPU) gives 19, FBGEMM 18."""
+    s_x, z_x, s_w, b, s_y = (
+        0.025544211268424988,
+        17,
+        0.004203419666737318,
+        -0.2170835137,
+        0.0400195569,
+    )
+    x_codes = np.array([117, 18]).reshape(1, 2, 1, 1)  # (117 - 17) * 89 + (18 - 17) * 17 = 8917
+    w_codes = np.array([89, 17]).reshape(1, 2, 1, 1)
+    x = torch._make_per_tensor_quantized_tensor(
+        torch.from_numpy(x_codes.astype(np.uint8)), s_x, z_x
+    )
+    w = torch.quantize_per_channel(
+        torch.from_numpy(w_codes * s_w).float(),
+        torch.tensor([s_w], dtype=torch.float64),
+        torch.zeros(1, dtype=torch.long),
+        0,
+        torch.qint8,
+    )
+    case = {
+        "x_q": x,
+        "w_q": w,
+        "bias": torch.tensor([b], dtype=torch.float32),
+        "s_y": s_y,
+        "y_zp": 0,
+        "relu": True,
+        "groups": 1,
+        "stride": (1, 1),
+        "padding": (0, 0),
+    }
+    assert ours(case, True, "float").item() == torch_layer(case, True, "fbgemm").item() == 18
+    assert ours(case, True, "onednn").item() == torch_layer(case, True, "onednn").item() == 19
+    path = integer.torch_conv_requantization("x86", VNNI)
+    assert ours(case, True, path).item() == torch_layer(case, True, "x86").item()
+
+
+def test_torch_conv_requantization_follows_the_dispatch():
+    assert integer.torch_conv_requantization("x86", True) == "onednn"
+    assert integer.torch_conv_requantization("x86", True, groups=101) == "float"
+    assert integer.torch_conv_requantization("x86", True, symmetric_weights=False) == "float"
+    assert integer.torch_conv_requantization("x86", False) == "float"
+    assert integer.torch_conv_requantization("qnnpack", True) == "int32_bias"
+    with pytest.raises(ValueError, match="engine must be one of"):
+        integer.torch_conv_requantization("mps", True)
 
 
 def test_zz_report_counts(capsys):
@@ -400,7 +460,7 @@ XC, WC = np.zeros((1, 2, 5, 5), np.int64), np.ones((4, 2, 3, 3), np.int64)
         (
             lambda: integer.linear(X, X_QP, W, W_QP, B, Y_QP, requantization="int8"),
             ValueError,
-            "requantization must be one of 'float', 'int32_bias', 'fixed_point'; got 'int8'",
+            "requantization must be one of 'float', 'onednn', 'int32_bias', 'fixed_point'; got 'int8'",
         ),
         (
             lambda: integer.linear(X, X_QP, W, W_QP, B, Y_QP, relu=1),
