@@ -60,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from qnb.checks import check_bits
+
 __all__ = ["QParams", "qparams", "quantize", "dequantize", "fake_quantize", "sqnr_db"]
 
 MIN_BITS, MAX_BITS = 2, 16
@@ -88,12 +90,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _check_bits(bits: Any) -> int:
-    allowed = f"bits must be an int in {MIN_BITS}..{MAX_BITS}"
-    if not _is_int(bits):
-        raise TypeError(f"{allowed}; got {_show(bits)} ({type(bits).__name__})")
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"{allowed}; got {_show(bits)}")
-    return int(bits)
+    return check_bits("bits", bits, MIN_BITS, MAX_BITS)
 
 
 def _check_flag(value: Any, name: str) -> bool:
@@ -259,6 +256,8 @@ def qparams(
     >>> qp = qparams(-10, 10)   # scale 20/255 ~ 0.0784; the zero point is 127, see module doc
     >>> int(qp.zero_point), int(quantize(3.14, qp)), float(dequantize(167, qp))
     (127, 167, 3.1372549533843994)
+
+    Taught in notebook 01 (affine_quantization).
     """
     bits = _check_bits(bits)
     symmetric = _check_flag(symmetric, "symmetric")
@@ -333,6 +332,8 @@ def quantize(x: Any, qp: QParams, axis: int | None = None) -> np.ndarray:
 
     `x` is taken as float32, like a torch float tensor. For per-channel `qp`, `axis` names the
     dimension of `x` that the parameters index (negative allowed).
+
+    Taught in notebook 01 (affine_quantization).
     """
     x = _as_real(x, "x")
     scale, zero_point = _params_for(qp, x.shape, axis, "x")
@@ -351,6 +352,8 @@ def dequantize(q: Any, qp: QParams, axis: int | None = None) -> np.ndarray:
 
     Bit-exact with torch's ``dequantize`` (its per-channel kernel multiplies by the float64
     scale, which agrees because ``qparams`` scales are float32 numbers).
+
+    Taught in notebook 01 (affine_quantization).
     """
     q = _as_array(q, "q", "iu", "integer codes (an int array)")
     scale, zero_point = _params_for(qp, q.shape, axis, "q")
@@ -367,6 +370,8 @@ def fake_quantize(x: Any, qp: QParams, axis: int | None = None) -> np.ndarray:
     """``dequantize(quantize(x))``: `x` snapped to the nearest representable float32 value.
 
     Bit-exact with torch.fake_quantize_per_tensor_affine / _per_channel_affine.
+
+    Taught in notebook 01 (affine_quantization).
     """
     return dequantize(quantize(x, qp, axis), qp, axis)
 
@@ -375,6 +380,8 @@ def sqnr_db(x: Any, x_hat: Any) -> float:
     """Signal-to-quantization-noise ratio ``10 * log10(sum(x**2) / sum((x - x_hat)**2))``, in dB.
 
     ``inf`` when `x_hat` equals `x`; ``-inf`` when `x` is all zeros but `x_hat` is not.
+
+    Taught in notebook 01 (affine_quantization).
     """
     a = _as_real(x, "x", np.float64)
     b = _as_real(x_hat, "x_hat", np.float64)

@@ -36,7 +36,7 @@ import nbformat
 import pandas as pd
 
 from qnb import notebook, runner, sweep
-from qnb.notebook import REPO
+from qnb.files import REPO, write_atomic
 
 SOLUTION, CHECK, RAISES = "solution", "check", "raises-exception"
 HEADING = re.compile(r"\*\*Exercise (\d+\.\d+)\.\*\*")
@@ -388,12 +388,12 @@ def _prepare(
 
 
 def _execute(
-    source: Path, output: Path, timeout: float | None, workers: sweep._Workers | None = None
+    source: Path, output: Path, timeout: float | None, workers: sweep.Workers | None = None
 ) -> dict:
     """Run `source` into `output` in a process of its own, killed after `timeout` seconds."""
     cmd = [sys.executable, "-m", "qnb.runner", str(source), str(output)]
-    code, stdout, stderr = (workers or sweep._Workers()).run(cmd, timeout)
-    return sweep._result(code, stdout, stderr, timeout)
+    code, stdout, stderr = (workers or sweep.Workers()).run(cmd, timeout)
+    return sweep.run_result(code, stdout, stderr, timeout)
 
 
 def _cell_error(cell: nbformat.NotebookNode) -> str:
@@ -488,7 +488,7 @@ def grade_notebook(
     timeout: float | None = DEFAULT_TIMEOUT,
     reference: str | Path | None = None,
     keep: Path | None = None,
-    workers: sweep._Workers | None = None,
+    workers: sweep.Workers | None = None,
 ) -> list[dict]:
     """Rows of one submitted notebook; never raises for a broken or failing submission.
 
@@ -557,7 +557,7 @@ def grade(
         raise ValueError(f"reference folder {str(reference)!r} does not exist")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs!r}")
-    workers = sweep._Workers()  # the same run processes and timeout as a sweep
+    workers = sweep.Workers()  # the same run processes and timeout as a sweep
 
     def one(i: int, path: str | Path, name: str) -> list[dict]:
         keep = Path(out) / GRADED / name if out is not None else None
@@ -599,7 +599,7 @@ def write_grades(table: pd.DataFrame, out: str | Path) -> tuple[Path, Path]:
     summary = json.loads(totals(table).to_json(orient="records"))
     csv_path = runner.write_csv_atomic(out / "grades.csv", rows or [dict.fromkeys(COLUMNS)])
     document = json.dumps({"exercises": rows, "totals": summary}, indent=2, ensure_ascii=False)
-    json_path = runner.write_text_atomic(out / "grades.json", document + "\n")
+    json_path = write_atomic(out / "grades.json", document + "\n")
     return csv_path, json_path
 
 

@@ -1,4 +1,4 @@
-"""Latency and size of deployable models, measured the way DESIGN.md's methodology asks.
+"""Latency and size of deployable models, measured one way everywhere (notebooks 05, 10).
 
 `compare({"fp32": model, "int8": qmodel}, example)` times every model on the same input in one
 process: warm-up runs, then `repeats` timed samples taken round-robin (the order reverses every
@@ -31,10 +31,8 @@ from torch import nn
 from torch.ao.quantization import FakeQuantizeBase
 from torch.ao.quantization.observer import ObserverBase
 
-from qnb import env
-from qnb.checks import check_int as _check_int
-from qnb.progress import check_enabled as _check_progress
-from qnb.progress import optional as _progress
+from qnb import checks, env
+from qnb import progress as bars  # `progress` is the argument that turns them on
 from qnb.simulate import FakeQuant
 
 __all__ = [
@@ -63,17 +61,11 @@ def _fake_quant_types() -> tuple[type, ...]:
     return types + (base,) if isinstance(base, type) else types
 
 
-def _check_model(model: object, label: str) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{label} must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
 def check_deployable(model: nn.Module, name: str | None = None) -> nn.Module:
     """`model` itself if it holds no observer and no fake-quant module, else a ValueError naming
     the first such module's path and type (`name` labels the model in the message)."""
     label = f"model {name!r}" if name is not None else "model"
-    _check_model(model, label)
+    checks.check_model(model, label)
     fake_quant = _fake_quant_types()
     found = [
         (path or "<root>", module)
@@ -102,15 +94,19 @@ def check_deployable(model: nn.Module, name: str | None = None) -> nn.Module:
 
 
 def serialized_size(model: nn.Module) -> int:
-    """Bytes of `torch.save(model.state_dict())`: weights, qparams and packed int8 params."""
-    _check_model(model, "model")
+    """Bytes of `torch.save(model.state_dict())`: weights, qparams and packed int8 params.
+
+    Taught in notebook 05 (static_ptq)."""
+    checks.check_model(model)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes
 
 
 def size_on_disk(path: str | os.PathLike[str]) -> int:
-    """Bytes of the file at `path` (for example a saved state dict)."""
+    """Bytes of the file at `path` (for example a saved state dict).
+
+    Taught in notebook 05 (static_ptq)."""
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     if not os.path.isfile(path):
@@ -256,15 +252,15 @@ def _check_engine(engine: object) -> str | None:
     if engine is None:
         return None
     try:
-        return env.check_engine(engine)
+        return checks.check_engine(engine)
     except ValueError as error:
-        raise ValueError(f"{error} (or None: the current engine)") from None
+        raise ValueError(f"{error}; None here keeps the current engine") from None
 
 
 def _check_threads(threads: object) -> int | None:
     if threads is None:
         return None
-    return _check_int("threads", threads, 1, os.cpu_count() or 1)
+    return checks.check_int("threads", threads, 1, os.cpu_count() or 1)
 
 
 def _sample_ns(run: Callable[[nn.Module], object], model: nn.Module, calls: int) -> int:
@@ -307,7 +303,7 @@ def _measure(
         for current in names:
             calls[current] = inner or _calls_per_sample(run, models[current])
         times: dict[str, list[float]] = {name: [] for name in names}
-        rounds = _progress(_rounds(names, repeats), progress, desc="timing", total=repeats)
+        rounds = bars.optional(_rounds(names, repeats), progress, desc="timing", total=repeats)
         for order in rounds:
             for current in order:
                 ns = _sample_ns(run, models[current], calls[current])
@@ -342,6 +338,8 @@ def compare(
     converted with) hold for the measurement only and are restored after, also on error.
     `speedup` is the median time of `baseline` (default: the first model) over each model's.
     Models holding observers or fake-quant modules, or in training mode, are refused.
+
+    Taught in notebook 05 (static_ptq).
     """
     models = _check_models(models)
     run, batch = _check_example(example)
@@ -349,12 +347,12 @@ def compare(
     if baseline not in models:
         known = ", ".join(repr(k) for k in models)
         raise ValueError(f"baseline must be None or one of {known}, got {baseline!r}")
-    warmup = _check_int("warmup", warmup, 0)
-    repeats = _check_int("repeats", repeats, 1)
-    inner = None if inner is None else _check_int("inner", inner, 1, MAX_INNER)
+    warmup = checks.check_int("warmup", warmup, 0)
+    repeats = checks.check_int("repeats", repeats, 1)
+    inner = None if inner is None else checks.check_int("inner", inner, 1, MAX_INNER)
     threads = _check_threads(threads)
     engine = _check_engine(engine)
-    progress = _check_progress(progress)
+    progress = bars.check_enabled(progress)
 
     sizes = {name: serialized_size(model) for name, model in models.items()}
     load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
@@ -408,6 +406,8 @@ def speedups(
     `int8` maps each engine to the int8 model converted for it; `inputs` holds one input batch
     per batch size. Rows: engine, threads, batch, fp32_ms, int8_ms (medians), speedup (with
     the p25-p75 of its paired ratios), fp32_bytes, int8_bytes, load_1min.
+
+    Taught in notebook 10 (cpu_deployment).
     """
     if not isinstance(int8, Mapping) or not int8:
         raise TypeError(f"int8 must be a non-empty dict of engine -> int8 model, got {int8!r}")
@@ -426,7 +426,7 @@ def speedups(
         raise ValueError("inputs and threads must each hold at least one value")
     grid = [(e, t, x) for e in int8 for t in threads for x in inputs]
     rows = []
-    for engine, n, x in _progress(grid, _check_progress(progress), desc="timing fp32 vs int8"):
+    for engine, n, x in bars.optional(grid, bars.check_enabled(progress), desc="fp32 vs int8"):
         result = compare(
             {"fp32": fp32, "int8": int8[engine]},
             x,

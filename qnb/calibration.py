@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from qnb import checks
 from qnb.progress import progress
 
 
@@ -28,13 +29,12 @@ def calibrate(
     """Run up to `num_batches` batches of `calib` through `model`; return how many ran.
 
     `calib` is a DataLoader or any iterable of batches (tensors or `(input, target)` pairs).
+
+    Taught in notebook 05 (static_ptq).
     """
-    if num_batches is not None and (isinstance(num_batches, bool) or num_batches < 1):
-        raise ValueError(f"num_batches must be a positive int or None, got {num_batches!r}")
-    if isinstance(calib, torch.Tensor) or not isinstance(calib, Iterable):
-        raise TypeError(
-            f"calib must be a DataLoader or an iterable of batches, got {type(calib).__name__}"
-        )
+    if num_batches is not None:
+        num_batches = checks.check_int("num_batches", num_batches, 1)
+    checks.check_calib(calib)
     total = num_batches if num_batches is not None else _length(calib)
     seen = 0
     with torch.inference_mode():

@@ -31,8 +31,7 @@ from torch.ao.quantization.quantization_mappings import (
     get_default_dynamic_quant_module_mappings,
 )
 
-from qnb import env
-from qnb.checks import check_int as _check_int
+from qnb import checks
 
 __all__ = [
     "NotConvertedWarning",
@@ -67,12 +66,6 @@ class ModuleReport:
 # --- validation ----------------------------------------------------------------------------
 
 
-def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
 def _check_types(types: object) -> tuple[type[nn.Module], ...]:
     allowed = "an nn.Module subclass or a non-empty tuple of them, e.g. (nn.LSTM, nn.Linear)"
     items = (types,) if isinstance(types, type) else types
@@ -96,7 +89,7 @@ def _check_dtype(dtype: object) -> torch.dtype:
 
 
 def _check_engine(engine: object, dtype: torch.dtype) -> str:
-    env.check_engine(engine)
+    engine = checks.check_engine(engine)
     if dtype == torch.float16 and engine not in _FP16_ENGINES:
         raise ValueError(
             f"engine {engine!r} has no float16 dynamic kernels; with dtype=torch.float16 "
@@ -108,7 +101,7 @@ def _check_engine(engine: object, dtype: torch.dtype) -> str:
 def _check_group_size(group_size: object, linears: list[tuple[str, nn.Linear]]) -> int | None:
     if group_size is None:
         return None
-    group_size = _check_int("group_size", group_size, 1)
+    group_size = checks.check_int("group_size", group_size, 1)
     bad = [(n, m.in_features) for n, m in linears if m.in_features % group_size]
     if bad:
         layers = ", ".join(f"{n!r} (in_features={k})" for n, k in bad)
@@ -176,7 +169,7 @@ def quantize_dynamic(
     model: nn.Module,
     types: type[nn.Module] | Iterable[type[nn.Module]] = (nn.LSTM, nn.Linear),
     dtype: torch.dtype = torch.qint8,
-    engine: str = "x86",
+    engine: str | None = None,
 ) -> tuple[nn.Module, list[ModuleReport]]:
     """A dynamically quantized eval-mode copy of `model`, and a report per layer.
 
@@ -184,10 +177,12 @@ def quantize_dynamic(
     subclasses) and has a dynamic version (`nn.LSTM`, `nn.GRU`, `nn.Linear`, the RNN cells)
     gets `dtype` weights (`torch.qint8`, or `torch.float16` on x86/fbgemm); with int8 weights
     it also quantizes its inputs on the fly at run time. `engine` must be a quantized engine of
-    this machine; it is set as `torch.backends.quantized.engine` (and stays set: the model runs
-    on it). Requested types that have no dynamic version or match no module raise a
-    `NotConvertedWarning`."""
-    model = _check_model(model)
+    this machine (None: this machine's, see `qnb.env.default_engine`); it is set as
+    `torch.backends.quantized.engine` (and stays set: the model runs on it). Requested types
+    that have no dynamic version or match no module raise a `NotConvertedWarning`.
+
+    Taught in notebook 06 (dynamic_and_weight_only)."""
+    model = checks.check_model(model)
     types = _check_types(types)
     dtype = _check_dtype(dtype)
     engine = _check_engine(engine, dtype)
@@ -298,9 +293,11 @@ def quantize_weight_only(
     `Int8WeightOnlyConfig` (an `Int8Tensor` weight), fewer bits `IntxWeightOnlyConfig` (an
     `IntxUnpackedToInt8Tensor`: one int8 per value, so int4 saves no space over int8 on disk).
     Activations stay float. Other layers (an LSTM, convolutions) stay float and are reported.
+
+    Taught in notebook 06 (dynamic_and_weight_only).
     """
-    model = _check_model(model)
-    bits = _check_int("bits", bits, *WEIGHT_ONLY_BITS)
+    model = checks.check_model(model)
+    bits = checks.check_int("bits", bits, *WEIGHT_ONLY_BITS)
     _check_not_quantized(model)
     linears = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
     group_size = _check_group_size(group_size, linears)

@@ -49,23 +49,58 @@ def _cpuinfo() -> tuple[str, set[str]]:
 
 
 def quantized_engines() -> list[str]:
-    """The quantized engines this PyTorch build supports (x86, fbgemm, qnnpack, onednn, ...)."""
-    return [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    """The quantized engines this PyTorch build supports (x86, fbgemm, qnnpack, onednn, ...).
 
+    `QNB_ENGINES` (comma-separated, e.g. `QNB_ENGINES=qnnpack`) keeps only the ones it names,
+    to run the workbook as it runs on a machine without them (an ARM build has only qnnpack).
 
-def check_engine(engine: object) -> str:
-    """`engine` if it is a quantized engine this PyTorch build supports, else a ValueError."""
-    supported = quantized_engines()
-    if not isinstance(engine, str) or engine not in supported:
+    Taught in notebook 10 (cpu_deployment)."""
+    supported = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    wanted = os.environ.get("QNB_ENGINES", "").strip()
+    if not wanted:
+        return supported
+    names = [e.strip() for e in wanted.split(",") if e.strip()]
+    unknown = [e for e in names if e not in supported]
+    if unknown:
         raise ValueError(
-            f"engine must be one of the quantized engines this PyTorch supports: "
-            f"{', '.join(repr(e) for e in supported)}; got {engine!r}"
+            f"QNB_ENGINES={wanted!r} names {', '.join(map(repr, unknown))}, which this PyTorch "
+            f"does not support; it supports {', '.join(map(repr, supported))}"
         )
-    return engine
+    return [e for e in supported if e in names]
+
+
+def default_engine() -> str:
+    """This machine's engine: `x86` where this PyTorch supports it (x86-64 builds), else
+    `qnnpack` (ARM builds: macOS on Apple Silicon, Linux aarch64), else the first there is."""
+    engines = quantized_engines()
+    for engine in ("x86", "qnnpack"):
+        if engine in engines:
+            return engine
+    if not engines:
+        raise RuntimeError("this PyTorch build has no quantized engine (none of x86, qnnpack)")
+    return engines[0]
+
+
+def _engine_note() -> str:
+    restricted = " (restricted by QNB_ENGINES)" if os.environ.get("QNB_ENGINES") else ""
+    engine = default_engine()
+    if engine == "x86":
+        return f"x86: this PyTorch has the x86 engine (fbgemm + onednn kernels){restricted}"
+    return (
+        f"{engine}: this PyTorch has no x86 engine{restricted}; {engine} is PyTorch's engine for "
+        "ARM CPUs (XNNPACK/QNNPACK kernels); x86-only sections are skipped"
+    )
+
+
+def has_x86() -> bool:
+    """True if the x86 engine (and with it torchao's X86InductorQuantizer path) is available."""
+    return "x86" in quantized_engines()
 
 
 def cpu_features() -> dict[str, bool]:
-    """Which of the int8-relevant instruction sets this CPU reports."""
+    """Which of the int8-relevant instruction sets this CPU reports.
+
+    Taught in notebook 10 (cpu_deployment)."""
     flags = _cpuinfo()[1]
     return {name: flag in flags for name, flag in _FEATURES.items()}
 
@@ -75,6 +110,8 @@ def int8_peak_ratio() -> float:
 
     With VNNI one instruction does 4x the MACs of an fp32 FMA at the same width; without
     it, AVX2/AVX-512 int8 dot products (vpmaddubsw + vpmaddwd + vpaddd) reach about 4/3.
+
+    Taught in notebook 10 (cpu_deployment).
     """
     features = cpu_features()
     return 4.0 if features["avx512_vnni"] or features["avx_vnni"] else 4.0 / 3.0
@@ -91,6 +128,7 @@ def report() -> dict[str, object]:
         "torchao": _version("torchao"),
         "numpy": _version("numpy"),
         "quantized_engines": quantized_engines(),
+        "default_engine": _engine_note(),
         "quantized_engine": torch.backends.quantized.engine,
         "cpu": model,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -22,7 +22,7 @@ from torch.ao.quantization.observer import (
     MovingAverageMinMaxObserver,
 )
 
-from qnb.affine import _check_bits
+from qnb.checks import check_bits
 
 METHODS = ("minmax", "moving_average", "histogram", "percentile", "mse", "entropy")
 
@@ -199,7 +199,7 @@ def observer(
     """A fresh observer of `method` for a `bits`-wide activation range (extra kwargs passed on)."""
     if method not in _CLASSES:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    bits = _check_bits(bits)
+    bits = check_bits("bits", bits)
     qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     dtype = (torch.qint8 if signed else torch.quint8) if bits <= 8 else torch.qint32
     scheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
@@ -207,7 +207,9 @@ def observer(
 
 
 def estimate_range(x: torch.Tensor, method: str = "minmax", bits: int = 8, **kwargs) -> tuple:
-    """The (low, high) range `method` picks for the values in `x` (batched along dim 0)."""
+    """The (low, high) range `method` picks for the values in `x` (batched along dim 0).
+
+    Taught in notebook 03 (activation_calibration)."""
     x = torch.as_tensor(x, dtype=torch.float32)
     obs = observer(method, bits, **kwargs)
     if x.numel() == 0:

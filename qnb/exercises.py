@@ -556,7 +556,7 @@ def _size_variants(model: torch.nn.Module, bitwidths: dict) -> dict[str, float]:
     from qnb import mixed, simulate
 
     bits = mixed.resolve_bitwidths(model, bitwidths)
-    fused = mixed._layers(simulate.fused(model))  # {float name: layer}, batch norm folded
+    fused = mixed.layers_by_name(simulate.fused(model))  # {float name: layer}, batch norm folded
     original = dict(model.named_modules())
     sizes = dict.fromkeys(
         ("right", "bits", "kib", "no scales", "per tensor", "no bias", "unfused bias", "all 8"),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,7 @@ from torch import nn
 from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization import QuantStub, prepare
 
-from qnb import affine, models, ptq, simulate
+from qnb import affine, checks, eager, models, ptq, simulate
 from qnb.calibration import batch_inputs, calibrate
 
 __all__ = [
@@ -53,7 +53,7 @@ BIAS_BYTES = 4  # biases stay float32 (int32 in an int8 model: the same size)
 
 def _prepared_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy, fused (see `simulate.fused`)."""
-    return simulate.fused(models._check_model(model))
+    return simulate.fused(checks.check_model(model))
 
 
 def _float_name(name: str, modules: Mapping[str, nn.Module]) -> str:
@@ -64,7 +64,7 @@ def _float_name(name: str, modules: Mapping[str, nn.Module]) -> str:
     return name
 
 
-def _layers(fused: nn.Module) -> dict[str, nn.Module]:
+def layers_by_name(fused: nn.Module) -> dict[str, nn.Module]:
     """{float name: Conv2d/Linear module} of a (fused) model, in definition order."""
     modules = dict(fused.named_modules())
     return {_float_name(n, modules): m for n, m in simulate.weight_layers(fused)}
@@ -87,14 +87,8 @@ def _forward_order(fused: nn.Module, layers: dict[str, nn.Module], x: torch.Tens
 
 
 def _reusable(calib: Iterable | None) -> Iterable | None:
-    """`calib` if it can be iterated twice; a one-shot iterator is read into a list."""
-    if calib is None:
-        return None
-    if isinstance(calib, torch.Tensor) or not isinstance(calib, Iterable):
-        raise TypeError(
-            f"calib must be a DataLoader or an iterable of batches, got {type(calib).__name__}"
-        )
-    return list(calib) if isinstance(calib, Iterator) else calib
+    """`calib` (None allowed) readable twice: see `checks.reusable`."""
+    return None if calib is None else checks.reusable(calib)
 
 
 def _first_input(calib: Iterable) -> torch.Tensor:
@@ -106,7 +100,7 @@ def _first_input(calib: Iterable) -> torch.Tensor:
 def _ordered(fused: nn.Module, calib: Iterable | None) -> tuple[dict[str, nn.Module], str]:
     """The quantizable layers of a fused model in forward order (definition order without
     calib), and which order it is."""
-    layers = _layers(fused)
+    layers = layers_by_name(fused)
     if not layers:
         raise ValueError(
             f"model {type(fused).__name__} has no Conv2d or Linear layer: qnb.quantize "
@@ -125,7 +119,9 @@ def _ordered(fused: nn.Module, calib: Iterable | None) -> tuple[dict[str, nn.Mod
 
 def quantizable_layers(model: nn.Module, calib: Iterable | None = None) -> list[str]:
     """The names of `model`'s quantizable layers (Conv2d, Linear): in forward order on the first
-    batch of `calib`, else in definition order. Layers forward never calls are left out."""
+    batch of `calib`, else in definition order. Layers forward never calls are left out.
+
+    Taught in notebook 09 (mixed_precision)."""
     return list(_ordered(_prepared_copy(model), _reusable(calib))[0])
 
 
@@ -138,12 +134,10 @@ def _check_layer_bits(bits: object, name: str) -> int | None:
     """`bits` if it is an int in 2..8 (or None: float), else an error naming the layer."""
     if bits is None:
         return None
-    allowed = f"layer {name!r}: bits must be an int in {BITS[0]}..{BITS[1]}"
-    if not affine._is_int(bits):
-        raise TypeError(f"{allowed} (or None: float); got {bits!r} ({type(bits).__name__})")
-    if not BITS[0] <= bits <= BITS[1]:
-        raise ValueError(f"{allowed}; got {bits}")
-    return int(bits)
+    try:
+        return checks.check_bits("bits", bits, *BITS)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"layer {name!r}: {error} (or None: float)") from None
 
 
 def _resolve(bitwidths: object, names: Sequence[str], order: str) -> dict[str, int | None]:
@@ -196,11 +190,7 @@ def _layer_bytes(layer: nn.Module, bits: int | None, granularity: str) -> float:
 
 
 def _check_granularity(granularity: object) -> str:
-    if granularity not in simulate.GRANULARITIES:
-        raise ValueError(
-            f"granularity must be one of {simulate.GRANULARITIES}, got {granularity!r}"
-        )
-    return granularity
+    return checks.check_choice("granularity", granularity, simulate.GRANULARITIES)
 
 
 def model_size_bytes(
@@ -215,6 +205,8 @@ def model_size_bytes(
     The size model: for each Conv2d/Linear layer of the fused model (batch norm folded),
     `numel(weight) * bits / 8`, plus 4 bytes (a float32 scale) per output channel (per layer
     when per_tensor), plus 4 bytes per bias element. Other parameters are not counted.
+
+    Taught in notebook 09 (mixed_precision).
     """
     _check_granularity(granularity)
     layers, order = _ordered(_prepared_copy(model), _reusable(calib))
@@ -302,15 +294,15 @@ def _fake_quantize_layers_(
 
 def _quantize_activations_(sim: nn.Module, act_bits: int, calib: Iterable) -> None:
     """Calibrate `act_bits` activation observers (min/max) on `calib`, then fix them."""
-    sim.qconfig = simulate._qconfig("minmax", act_bits)
+    sim.qconfig = simulate.activation_qconfig("minmax", act_bits)
     for module in sim.modules():
         if isinstance(module, QuantStub):
-            module.qconfig = simulate._qconfig("minmax", act_bits)
+            module.qconfig = simulate.activation_qconfig("minmax", act_bits)
     if hasattr(sim, "dequant"):
         sim.dequant.qconfig = None
     prepare(sim, inplace=True)
     calibrate(sim, calib, desc=f"calibrating ({act_bits}-bit activations)")
-    sim.activation_ranges = simulate._activation_fake_quant_(sim)
+    sim.activation_ranges = simulate.freeze_activations(sim)
 
 
 def _output_sqnr(reference: nn.Module, model: nn.Module, x: torch.Tensor) -> float:
@@ -351,22 +343,11 @@ def _notes(fused: nn.Module, act_bits: int | None, simulated: bool) -> str:
     return "".join(f"; {note}" for note in notes)
 
 
-def _check_quant_stub(fused: nn.Module) -> None:
-    """ptq's check, plus what `quantize` can do instead."""
-    try:
-        ptq._check_quant_stub(fused)
-    except ValueError as error:
-        raise ValueError(
-            f"{error}; torchvision has quantizable variants (torchvision.models.quantization); "
-            "or ask for a simulated model with act_bits=None or bit widths below 8"
-        ) from None
-
-
 def quantize(
     model: nn.Module,
     bitwidths: int | Sequence[int] | Mapping[str, int] = 8,
     *,
-    engine: str = "x86",
+    engine: str | None = None,
     calib: Iterable | None = None,
     granularity: str = "per_channel",
     act_bits: int | None = 8,
@@ -381,13 +362,15 @@ def quantize(
     (`fuse_groups()` or torchvision's `fuse_model()`).
 
     Every layer at 8 bits with `act_bits=8` gives a real int8 model (`qnb.ptq.quantize_static`
-    under `engine`; the model needs a QuantStub). Anything else gives a simulated float model:
-    weights fake-quantized per layer at their bits, activations fake-quantized at `act_bits`
-    (min/max calibrated on `calib`; None leaves them float); `report.simulated` says which.
-    """
-    engine = ptq.check_engine_name(engine)
+    under `engine`, None: this machine's; the model needs a QuantStub). Anything else gives a
+    simulated float model: weights fake-quantized per layer at their bits, activations
+    fake-quantized at `act_bits` (min/max calibrated on `calib`; None leaves them float);
+    `report.simulated` says which.
+
+    Taught in notebook 09 (mixed_precision)."""
+    engine = checks.check_engine(engine)
     granularity = _check_granularity(granularity)
-    act_bits = simulate._check_bits(act_bits, "act_bits")
+    act_bits = checks.check_optional_bits("act_bits", act_bits)
     calib = _reusable(calib)
     fused = _prepared_copy(model)
     layers, order = _ordered(fused, calib)
@@ -402,7 +385,11 @@ def quantize(
     size = float(sum(_layer_bytes(layers[n], bits[n], granularity) for n in layers))
     reference = copy.deepcopy(fused)
     if reason is None:
-        _check_quant_stub(fused)
+        eager.check_quant_stub(  # with what `quantize` can do instead
+            fused,
+            also="; torchvision has quantizable variants (torchvision.models.quantization); "
+            "or ask for a simulated model with act_bits=None or bit widths below 8",
+        )
         int8, ptq_report = ptq.quantize_static(
             fused, calib, engine=engine, per_channel=granularity == "per_channel"
         )
@@ -472,6 +459,8 @@ def sensitivity(
     `calib`); `cost` is the relative noise power 10 ** (-SQNR / 10), which adds up over layers
     (to first order) where dB do not. `calib` only orders the layers (forward order).
     Returns a DataFrame with columns layer, bits, params, <metric>, cost.
+
+    Taught in notebook 09 (mixed_precision).
     """
     import pandas as pd
 
@@ -533,6 +522,8 @@ def allocate(
     `sensitivities` is `sensitivity(...)`'s DataFrame (columns layer, bits, cost) measured at
     every choice but the largest, which costs 0 when not measured. Assumes that the layers'
     costs add up (a first-order model; check the result by evaluating it).
+
+    Taught in notebook 09 (mixed_precision).
     """
     choices = sorted(set(_as_bits_list(choices)))
     granularity = _check_granularity(granularity)
@@ -576,7 +567,9 @@ def pareto(
 ) -> np.ndarray:
     """A boolean mask of the (size, accuracy) points on the Pareto front: those that no other
     point matches or beats in both (at most as large, at least as accurate) while strictly
-    beating in one. `pareto([(size, acc), ...])` or `pareto(sizes, accuracies)`."""
+    beating in one. `pareto([(size, acc), ...])` or `pareto(sizes, accuracies)`.
+
+    Taught in notebook 09 (mixed_precision)."""
     if accuracies is None:
         pts = np.asarray(points, dtype=float)
         if pts.ndim != 2 or pts.shape[1] != 2:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import nbformat
 
-REPO = Path(__file__).resolve().parents[1]
+from qnb import files
+from qnb.files import REPO
+
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 _CELL_KEYS_DROPPED = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled")
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -86,8 +88,4 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def write_atomic(nb: nbformat.NotebookNode, path: str | Path) -> Path:
     """Write a notebook via a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, path)
-    return path
+    return files.write_atomic(path, nbformat.writes(nb) + "\n")

@@ -5,30 +5,12 @@
 ops around float ops; Inductor fuses them into int8 kernels when it compiles the graph), and
 `compile_for_cpu(model, example)` compiles it (or the float model, for the fp32 baseline).
 
-Why the export here is strict (the ResNet-18 failure, torch 2.14.1 + torchao 0.18.0)
------------------------------------------------------------------------------------
-With the default non-strict `torch.export.export`, `prepare_pt2e` on torchvision's ResNet-18
-fails::
-
-    prepare_pt2e -> X86InductorQuantizer.annotate -> _annotate_conv2d_fusion_pattern
-      -> _annotate_conv2d_binary_unary -> _get_output_nodes_of_partitions
-    ValueError: Input partition has more than one output node
-
-The quantizer finds fusion patterns (conv -> add -> relu) with `find_sequential_partitions`,
-which groups graph nodes into "source partitions", one per call of a source module. Non-strict
-export leaves `source_fn_stack` unset, so torch's `get_source_partitions` falls back to the
-innermost `nn_module_stack` entry and keys the partition by the module's name. ResNet's
-`BasicBlock` calls one `self.relu` twice (after `bn1`, and after the residual add), so both
-calls (`layer1.0.relu` and `layer1.0.relu@1`) land in one partition with two output nodes, and
-the conv + add + relu annotation raises instead of skipping it. MobileNetV2 passes because each
-of its activations is its own module and its residual adds have no relu after them. torchao
-PR #4480 made the linear patterns skip such partitions; the conv patterns still raise.
-
-The workaround: export with `strict=True` (TorchDynamo tracing). It records `source_fn_stack`
-with one name per call (`relu`, `relu_1`), every partition has one output node, and ResNet-18
-quantizes with its conv + add + relu fusions annotated. `shared_modules` lists the modules
-that trigger the failure.
-"""
+Exports are strict (TorchDynamo tracing) by default: with torch 2.14.1 + torchao 0.18.0 the
+non-strict export makes `prepare_pt2e` fail on models that call one module twice (ResNet's
+`BasicBlock` calls `self.relu` after `bn1` and after the residual add: "Input partition has
+more than one output node"). `shared_modules` lists such modules. Notebook 10
+(cpu_deployment) shows the failure live and explains it. x86 only: `X86InductorQuantizer`
+targets x86 CPUs (`qnb.env.has_x86()`)."""
 
 from __future__ import annotations
 
@@ -41,6 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from qnb import checks
 from qnb.calibration import batch_inputs, calibrate
 
 if TYPE_CHECKING:  # torchao is imported lazily: importing it takes seconds
@@ -57,14 +40,9 @@ __all__ = [
 
 
 def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if model.training:
-        raise ValueError(
-            "model is in train mode: call model.eval() before pt2e quantization "
-            "(export would capture train-mode batch norm and dropout)"
-        )
-    return model
+    return checks.check_eval_model(
+        model, why="export would capture train-mode batch norm and dropout"
+    )
 
 
 def _check_example(example: object) -> torch.Tensor:
@@ -161,10 +139,7 @@ def quantize_pt2e(
 
     _check_model(model)
     _check_example(example)
-    if isinstance(calib, torch.Tensor) or not isinstance(calib, Iterable):
-        raise TypeError(
-            f"calib must be a DataLoader or an iterable of batches, got {type(calib).__name__}"
-        )
+    checks.check_calib(calib)
     quantizer = x86_quantizer(is_per_channel=is_per_channel)
     exported = export_model(model, example)
     prepared = prepare_pt2e(exported, quantizer)

@@ -12,162 +12,45 @@ forward never calls, observers that saw no data, float ops (`+`, `torch.cat`, ..
 tensors (use `FloatFunctional`), preparing or converting twice, an int8 model run under another
 engine than it was built for, and CUDA tensors (quantized inference here is CPU-only).
 
-Also here: `layer_errors` (SQNR of each int8 layer's output against the float model's),
-`plot_layer_errors`, and two ways to save and reload an int8 model: TorchScript
-(`save_torchscript` / `load_torchscript`) and its state dict loaded into the same recipe rebuilt
-(`save_state_dict` / `load_int8`).
+Also here: `layer_errors` (SQNR of each int8 layer's output against the float model's) and
+`plot_layer_errors`. Saving and reloading int8 models lives in `qnb.deploy`; the eager plumbing
+shared with QAT (engines, fusion, model checks, the first int8 run) in `qnb.eager`.
 
 Note: the quantized engine is process-wide state (`torch.backends.quantized.engine`).
-`quantize_static`, `load_torchscript` and `load_int8` set it to the model's engine and leave it
-set, since the int8 model only runs correctly under that engine.
-"""
+`quantize_static` sets it to the model's engine and leaves it set, since the int8 model only"""
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import linecache
-import os
-import re
-import traceback
-import warnings
-import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.nn.quantized import DeQuantize, FloatFunctional, QFunctional, Quantize
 from torch.ao.quantization import QConfig, QuantStub, convert, get_default_qconfig, prepare
-from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 from torch.ao.quantization.observer import (
     HistogramObserver,
     MinMaxObserver,
     ObserverBase,
     PerChannelMinMaxObserver,
 )
-from torch.ao.quantization.quantization_mappings import (
-    get_default_dynamic_quant_module_mappings,
-    get_default_static_quant_module_mappings,
-)
 
-from qnb import affine, env, estimators, models, simulate
+from qnb import affine, checks, eager, estimators, simulate
 from qnb.calibration import batch_inputs, calibrate
-from qnb.checks import check_bool as _check_bool
-from qnb.checks import check_int as _check_int
+from qnb.eager import EngineMismatchError, QuantizedTensorError  # noqa: F401 (ptq.X works too)
 
 __all__ = [
     "ENGINES",
-    "EngineMismatchError",
-    "QuantizedTensorError",
     "ModuleStatus",
     "PTQReport",
-    "check_engine_name",
     "qconfig_for",
     "quantize_static",
-    "check_engine",
     "layer_errors",
     "plot_layer_errors",
-    "save_torchscript",
-    "load_torchscript",
-    "save_state_dict",
-    "load_int8",
 ]
 
 ENGINES = ("x86", "fbgemm", "qnnpack", "onednn")
-CPU_ONLY = "quantized inference here is CPU-only"
-_TORCH_DIR = os.path.dirname(torch.__file__)
-_STATIC = get_default_static_quant_module_mappings()
-_QUANTIZED_TYPES = (
-    set(_STATIC.values())
-    | set(get_default_dynamic_quant_module_mappings().values())
-    | {Quantize, DeQuantize, QFunctional}
-)
-_CAT_WARNING = "All inputs of this cat operator must share the same quantization parameters"
-_FLOAT_FUNCTIONAL_HINT = (
-    "quantized tensors only go through quantized ops: use torch.ao.nn.quantized.FloatFunctional "
-    "(create self.ff = FloatFunctional() in __init__, then call self.ff.add(a, b), "
-    "self.ff.cat([a, b]), self.ff.mul(a, b) or self.ff.add_scalar(x, c) in forward; one "
-    "FloatFunctional per op), or dequantize around the op with a DeQuantStub and a QuantStub"
-)
-_SAVE_FORMAT = "qnb-int8-state-dict"
-
-
-class EngineMismatchError(RuntimeError):
-    """An int8 model ran under another quantized engine than the one it was built for."""
-
-
-class QuantizedTensorError(RuntimeError):
-    """The int8 model met a tensor of the wrong kind: a float op or float module on a quantized
-    tensor, or an int8 module on a float tensor."""
-
-
-# --- validation ----------------------------------------------------------------------------
-
-
-check_engine_name = env.check_engine  # `engine` if this PyTorch supports it, else ValueError
-
-
-def _is_cuda(t: torch.Tensor) -> bool:
-    return t.is_cuda
-
-
-def _check_cpu_model(model: nn.Module) -> None:
-    tensors = [*model.named_parameters(), *model.named_buffers()]
-    on_cuda = [name for name, t in tensors if _is_cuda(t)]
-    if on_cuda:
-        shown = ", ".join(on_cuda[:5]) + (", ..." if len(on_cuda) > 5 else "")
-        raise ValueError(
-            f"{CPU_ONLY}: the model has {len(on_cuda)} parameters/buffers on CUDA ({shown}); "
-            "move it with model.cpu() first"
-        )
-
-
-def _check_cpu_input(x: object, what: str) -> None:
-    if isinstance(x, torch.Tensor) and _is_cuda(x):
-        raise ValueError(f"{CPU_ONLY}: {what} is a CUDA tensor; move it with .cpu() first")
-
-
-def _is_quantized(module: nn.Module) -> bool:
-    return type(module) in _QUANTIZED_TYPES
-
-
-def _check_float_model(model: nn.Module, what: str = "model") -> None:
-    """Refuse models that already hold observers/fake-quant (prepared) or int8 modules."""
-    names = [n or "(root)" for n, m in model.named_modules() if _is_quantized(m)]
-    if names:
-        raise ValueError(
-            f"{what} is already converted (int8 modules: {', '.join(names[:4])}): converting "
-            "twice is not possible; start from the float model"
-        )
-    names = [n for n, m in model.named_modules() if isinstance(m, ObserverBase | FakeQuantizeBase)]
-    if names:
-        raise ValueError(
-            f"{what} is already prepared (observers at: {', '.join(names[:4])}): preparing twice "
-            "stacks observers; start from the float model"
-        )
-
-
-def _check_eval(model: nn.Module) -> None:
-    training = [n or "(root)" for n, m in model.named_modules() if m.training]
-    if training:
-        raise ValueError(
-            f"model is in train mode ({', '.join(training[:4])}): call model.eval() first: PTQ "
-            "folds batch norm with its running statistics and calibrates with dropout off"
-        )
-
-
-def _check_quant_stub(model: nn.Module) -> None:
-    if not any(isinstance(m, QuantStub) for m in model.modules()):
-        raise ValueError(
-            f"model {type(model).__name__} has no QuantStub: eager-mode PTQ quantizes only "
-            "between a QuantStub and a DeQuantStub; add self.quant = QuantStub() and "
-            "self.dequant = DeQuantStub() in __init__ (torch.ao.quantization) and call "
-            "x = self.quant(x) at the start of forward and self.dequant(x) at the end"
-        )
 
 
 def _check_act_method(act_method: object) -> str | None:
@@ -179,21 +62,11 @@ def _check_act_method(act_method: object) -> str | None:
     return act_method
 
 
-def _check_int8_model(model: object, what: str = "model") -> nn.Module:
-    model = models._check_model(model)
-    if not any(_is_quantized(m) for m in model.modules()):
-        raise ValueError(
-            f"{what} must be an int8 model (from quantize_static or load_int8); "
-            f"{type(model).__name__} has no quantized modules"
-        )
-    return model
-
-
 # --- qconfig and the recipe ------------------------------------------------------------------
 
 
 def qconfig_for(
-    engine: str = "x86",
+    engine: str | None = None,
     *,
     per_channel: bool = True,
     act_method: str | None = None,
@@ -205,14 +78,15 @@ def qconfig_for(
     `per_channel=False`) on every engine. Activations: unsigned 8-bit, with torch's
     HistogramObserver (`act_method=None`) or a `qnb.estimators` method. `reduce_range=None`
     takes the engine's default (7-bit activations on x86/fbgemm, which keeps their int16
-    accumulation from overflowing on CPUs without VNNI).
-    """
-    engine = check_engine_name(engine)
-    _check_bool("per_channel", per_channel)
+    accumulation from overflowing on CPUs without VNNI). `engine=None`: this machine's engine.
+
+    Taught in notebook 05 (static_ptq)."""
+    engine = checks.check_engine(engine)
+    checks.check_bool("per_channel", per_channel)
     _check_act_method(act_method)
     if reduce_range is None:
         reduce_range = bool(get_default_qconfig(engine).activation().reduce_range)
-    _check_bool("reduce_range", reduce_range)
+    checks.check_bool("reduce_range", reduce_range)
     if act_method is None:
         activation = HistogramObserver.with_args(reduce_range=reduce_range)
     else:
@@ -233,57 +107,6 @@ def _describe(qconfig: QConfig, reduce_range: bool) -> str:
         f"reduce_range={reduce_range}); weights: {type(weight).__name__} "
         f"({weight.dtype}, {weight.qscheme})"
     )
-
-
-def _fuse_groups(model: nn.Module) -> list[list[str]]:
-    if any(isinstance(m, _FusedModule) for m in model.modules()):
-        return []
-    return model.fuse_groups() if hasattr(model, "fuse_groups") else []
-
-
-@contextlib.contextmanager
-def engine_for_building(engine: str):
-    """Set the process-wide quantized engine for building an int8 model. It stays set when
-    the block succeeds (the model needs it); the previous one comes back if the block fails."""
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        yield
-    except BaseException:
-        torch.backends.quantized.engine = previous
-        raise
-
-
-def _engine_hook(module: nn.Module, args: tuple) -> None:
-    """Forward pre-hook of every int8 model built here: right engine, CPU input."""
-    check_engine(module)
-    for i, arg in enumerate(args):
-        _check_cpu_input(arg, f"input {i} of the int8 model")
-
-
-def _finish(int8: nn.Module, engine: str, recipe: dict) -> nn.Module:
-    int8.qnb_engine = engine
-    int8.qnb_recipe = dict(recipe)
-    int8.register_forward_pre_hook(_engine_hook)
-    return int8
-
-
-def check_engine(model: nn.Module) -> str:
-    """The engine `model` was built for; EngineMismatchError if another one is set now."""
-    built = getattr(model, "qnb_engine", None)
-    if built is None:
-        raise ValueError(
-            f"{type(model).__name__} records no engine: it was not built by qnb.ptq "
-            "(quantize_static, load_int8 or load_torchscript)"
-        )
-    current = torch.backends.quantized.engine
-    if current != built:
-        raise EngineMismatchError(
-            f"this int8 model was built for engine {built!r} but the current engine is "
-            f"{current!r}: set torch.backends.quantized.engine = {built!r} (its weights are "
-            "packed for one engine), or quantize again for the engine you want"
-        )
-    return built
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -341,22 +164,6 @@ class PTQReport:
         return "\n".join(head + rows)
 
 
-def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules PTQ treats as one unit: leaves, fused modules and FloatFunctionals."""
-    found: list[tuple[str, nn.Module]] = []
-
-    def walk(prefix: str, module: nn.Module) -> None:
-        children = list(module.named_children())
-        if not children or isinstance(module, _FusedModule | FloatFunctional | QFunctional):
-            found.append((prefix, module))
-            return
-        for name, child in children:
-            walk(f"{prefix}.{name}" if prefix else name, child)
-
-    walk("", model)
-    return found
-
-
 def _quantized_reason(module: nn.Module) -> str:
     if isinstance(module, Quantize):
         return f"quantizes the float input to {module.dtype}"
@@ -393,7 +200,7 @@ def _module_rows(
     converted = dict(int8.named_modules())
     head_of = {member: group[0] for group in groups for member in group[1:]}
     rows = []
-    for name, module in _units(model):
+    for name, module in eager.units(model):
         new = converted.get(name)
         row = ModuleStatus(name, type(module).__name__, new._get_name() if new else "-", "", "")
         if name in head_of:
@@ -402,7 +209,7 @@ def _module_rows(
             batch_norm = isinstance(module, nn.modules.batchnorm._BatchNorm)
             row.status = "fused"
             row.reason = f"{'batch norm folded' if batch_norm else 'fused'} into {into}"
-        elif new is not None and _is_quantized(new):
+        elif new is not None and eager.is_quantized(new):
             row.status, row.reason = "quantized", _quantized_reason(new)
         else:
             row.status, row.reason = "float", _float_reason(name, qconfigs, seen)
@@ -462,99 +269,6 @@ def _keep_unused_float(prepared: nn.Module) -> list[str]:
     return names
 
 
-def _user_frame(exc: BaseException) -> traceback.FrameSummary | None:
-    """The innermost traceback frame outside torch and this module: where the user's code was."""
-    here = os.path.abspath(__file__)
-    frames = traceback.extract_tb(exc.__traceback__)
-    for frame in reversed(frames):
-        path = os.path.abspath(frame.filename)
-        if not path.startswith(_TORCH_DIR) and path != here:
-            return frame
-    return None
-
-
-def _place(exc: BaseException) -> str:
-    frame = _user_frame(exc)
-    if frame is None:
-        return "an unknown place"
-    line = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
-    return f"{frame.filename}:{frame.lineno} in {frame.name}(): `{line}`"
-
-
-def _explain(exc: BaseException, name: str | None, module: nn.Module | None) -> str:
-    """A message for an exception raised while the int8 model ran a batch that the float one ran."""
-    message = " ".join(str(exc).split())
-    op = re.search(r"Could not run '([^']+)'", message)
-    if name:
-        where = f"module {name!r} ({type(module).__name__})"
-    else:
-        where = f"{type(module).__name__}.forward" if module is not None else "the model's forward"
-    place = _place(exc)
-    if _CAT_WARNING in message:
-        return (
-            f"torch.cat joins quantized tensors with different scales in {where}, at {place}: it "
-            "silently requantizes them all to the first one's scale; " + _FLOAT_FUNCTIONAL_HINT
-        )
-    if op and "'CPU' backend" in message and op.group(1).startswith("quantized::"):
-        return (
-            f"int8 {where} received a float tensor, at {place}: quantize its input first (a "
-            "QuantStub called before it in forward), or keep it float with .qconfig = None"
-        )
-    builtin = module is not None and type(module).__module__.startswith("torch.")
-    if name and builtin and not _is_quantized(module):
-        return (
-            f"float {where} received a quantized tensor, at {place}: it has no int8 version "
-            "(or its qconfig is None); put a DeQuantStub before it and a QuantStub after it "
-            f"(original error: {message[:200]})"
-        )
-    op_name = f" ({op.group(1)})" if op else ""
-    return (
-        f"a float operation{op_name} ran on a quantized tensor in {where}, at {place}; "
-        f"{_FLOAT_FUNCTIONAL_HINT} (original error: {message[:200]})"
-    )
-
-
-def _first_int8_run(int8: nn.Module, x: torch.Tensor) -> dict[str, str]:
-    """Run one batch through the int8 model; return each unit's input kind ("quantized"/"float").
-
-    The same batch ran through the float model during calibration, so a failure here comes from
-    quantization: it is re-raised as a QuantizedTensorError that says where and what to do.
-    """
-    units = dict(_units(int8))
-    seen: dict[str, str] = {}
-    stack: list[str] = []
-
-    def enter(name: str):
-        def hook(module: nn.Module, args: tuple) -> None:
-            stack.append(name)
-            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
-            if name in units and first is not None:
-                seen.setdefault(name, "quantized" if first.is_quantized else "float")
-
-        return hook
-
-    def leave(module: nn.Module, args: tuple, output: object) -> None:
-        stack.pop()
-
-    handles = []
-    for name, module in int8.named_modules():
-        handles.append(module.register_forward_pre_hook(enter(name)))
-        handles.append(module.register_forward_hook(leave))
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.filterwarnings("error", message=_CAT_WARNING)
-            int8(x)
-    except Exception as exc:
-        named = dict(int8.named_modules())
-        name = stack[-1] if stack else None
-        module = named.get(name) if name is not None else None
-        raise QuantizedTensorError(_explain(exc, name, module)) from exc
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen
-
-
 # --- the pipeline ---------------------------------------------------------------------------
 
 
@@ -562,7 +276,7 @@ def quantize_static(
     model: nn.Module,
     calib: Iterable,
     *,
-    engine: str = "x86",
+    engine: str | None = None,
     num_batches: int | None = None,
     per_channel: bool = True,
     act_method: str | None = None,
@@ -573,31 +287,36 @@ def quantize_static(
     `calib`: a DataLoader or any iterable of batches (input tensors or `(input, target)`
     pairs); its first `num_batches` (all if None) calibrate the activation observers.
     `engine`: the quantized engine (`x86`, `fbgemm`, `qnnpack`, `onednn`; those this PyTorch
-    supports); it is set process-wide, as the int8 model needs. `per_channel`, `act_method`,
+    supports; None: this machine's, see `qnb.env.default_engine`); it is set process-wide, as
+    the int8 model needs. `per_channel`, `act_method`,
     `reduce_range`: see `qconfig_for`. Modules whose `.qconfig` is None stay float.
     The caller's model is not changed. The int8 model records its engine (`qnb_engine`) and
     refuses to run under another one, or on CUDA tensors.
+
+    Taught in notebook 05 (static_ptq).
     """
-    model = models._check_model(model)
-    engine = check_engine_name(engine)
+    model = eager.check_float_model(model)
+    engine = checks.check_engine(engine)
     if num_batches is not None:
-        num_batches = _check_int("num_batches", num_batches, 1)
+        num_batches = checks.check_int("num_batches", num_batches, 1)
     qconfig = qconfig_for(
         engine, per_channel=per_channel, act_method=act_method, reduce_range=reduce_range
     )
     reduce_range = bool(qconfig.activation().reduce_range)
-    _check_float_model(model)
-    _check_eval(model)
-    _check_cpu_model(model)
-    _check_quant_stub(model)
-    with engine_for_building(engine):
+    checks.check_eval_model(
+        model, why="PTQ folds batch norm with its running statistics and calibrates with "
+        "dropout off"
+    )
+    eager.check_cpu_model(model)
+    eager.check_quant_stub(model)
+    with eager.engine_for_building(engine):
         prepared = simulate.fused(model)
         prepared.qconfig = qconfig
         prepare(prepared, inplace=True)
         first: list[torch.Tensor] = []
 
         def keep_first(module: nn.Module, args: tuple) -> None:
-            _check_cpu_input(args[0], "a calibration batch")
+            eager.check_cpu_input(args[0], "a calibration batch")
             if not first:
                 first.append(args[0])
 
@@ -610,7 +329,7 @@ def quantize_static(
         qconfigs = {n: getattr(m, "qconfig", None) for n, m in prepared.named_modules()}
         unused = _keep_unused_float(prepared)
         int8 = convert(prepared, inplace=True)
-        seen = _first_int8_run(int8, first[0])
+        seen = eager.first_int8_run(int8, first[0])
     recipe = {
         "engine": engine,
         "per_channel": per_channel,
@@ -625,9 +344,9 @@ def quantize_static(
         reduce_range=reduce_range,
         act_method=act_method or "histogram (torch default)",
         calibration_batches=batches,
-        modules=_module_rows(model, int8, _fuse_groups(model), qconfigs, seen),
+        modules=_module_rows(model, int8, eager.fuse_groups(model), qconfigs, seen),
     )
-    return _finish(int8, engine, recipe), report
+    return eager.mark_int8(int8, engine, recipe), report
 
 
 # --- per-layer error ------------------------------------------------------------------------
@@ -664,19 +383,20 @@ def layer_errors(float_model: nn.Module, int8_model: nn.Module, batch: object):
     with forward hooks: torch.ao's numeric suite (`compare_model_outputs`) logs fused
     ConvReLU2d outputs twice and skips LinearReLU in this PyTorch, so it is not used.
     Returns a pandas DataFrame with columns layer, int8_type, sqnr_db, mse.
+
+    Taught in notebook 05 (static_ptq).
     """
     import pandas as pd
 
-    float_model = models._check_model(float_model)
-    int8_model = _check_int8_model(int8_model, "int8_model")
-    _check_float_model(float_model, "float_model")
+    float_model = eager.check_float_model(float_model, "float_model")
+    int8_model = eager.check_int8_model(int8_model, "int8_model")
     x = batch_inputs(batch)
-    _check_cpu_input(x, "batch")
+    eager.check_cpu_input(x, "batch")
     reference = simulate.fused(float_model)
     names = [
         n
         for n, m in int8_model.named_modules()
-        if _is_quantized(m) and not isinstance(m, DeQuantize)
+        if eager.is_quantized(m) and not isinstance(m, DeQuantize)
     ]
     float_out: dict[str, list] = {}
     int8_out: dict[str, list] = {}
@@ -711,12 +431,14 @@ def layer_errors(float_model: nn.Module, int8_model: nn.Module, batch: object):
 
 
 def plot_layer_errors(df, ax=None, top: int | None = None):
-    """A horizontal bar chart of `layer_errors`' SQNR per layer, worst at the top."""
+    """A horizontal bar chart of `layer_errors`' SQNR per layer, worst at the top.
+
+    Taught in notebook 05 (static_ptq)."""
     missing = {"layer", "sqnr_db"} - set(getattr(df, "columns", []))
     if missing:
         raise ValueError(f"df must be a layer_errors() DataFrame; it lacks {sorted(missing)}")
     if top is not None:
-        df = df.head(_check_int("top", top, 1))
+        df = df.head(checks.check_int("top", top, 1))
     if ax is None:
         import matplotlib.pyplot as plt
 
@@ -726,136 +448,3 @@ def plot_layer_errors(df, ax=None, top: int | None = None):
     ax.set_title("Per-layer quantization error (worst at the top)")
     ax.grid(axis="x", alpha=0.3)
     return ax
-
-
-# --- save and reload ------------------------------------------------------------------------
-
-
-def _check_path(path: object, name: str = "path") -> Path:
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
-    return Path(path)
-
-
-def _check_file(path: object) -> Path:
-    path = _check_path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {str(path)!r}")
-    return path
-
-
-def save_torchscript(int8_model: nn.Module, path: str | os.PathLike, example: object) -> Path:
-    """Trace the int8 model on `example` (an input tensor or `(input, target)` batch) and save
-    it as TorchScript at `path`, with its engine. Reload with `load_torchscript`."""
-    int8_model = _check_int8_model(int8_model, "int8_model")
-    path = _check_path(path)
-    engine = check_engine(int8_model)
-    x = batch_inputs(example)
-    _check_cpu_input(x, "example")
-    with warnings.catch_warnings(), torch.no_grad():
-        # torch's own quantized modules read their scale as a Python number while traced
-        warnings.filterwarnings("ignore", message="Converting a tensor to a Python")
-        traced = torch.jit.trace(int8_model.eval(), x)
-    torch.jit.save(traced, str(path), _extra_files={"qnb_engine": engine})
-    return path
-
-
-def _saved_engine(path: Path) -> str | None:
-    """The engine stored in a TorchScript archive by `save_torchscript`, if any."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
-                if member.endswith("/extra/qnb_engine"):
-                    return archive.read(member).decode() or None
-    except zipfile.BadZipFile:
-        raise ValueError(f"{str(path)!r} is not a TorchScript archive") from None
-    return None
-
-
-def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
-    """A TorchScript int8 model saved by `save_torchscript`. The quantized engine is set to the
-    one it was built for before loading (its weights are packed for that engine on load)."""
-    path = _check_file(path)
-    engine = _saved_engine(path)
-    if engine is not None:
-        torch.backends.quantized.engine = check_engine_name(engine)
-    module = torch.jit.load(str(path), map_location="cpu")
-    module.qnb_engine = engine or torch.backends.quantized.engine
-    return module
-
-
-def save_state_dict(int8_model: nn.Module, path: str | os.PathLike) -> Path:
-    """Save the int8 model's state dict with its recipe (engine, qconfig choices) at `path`.
-    Reload with `load_int8`, which rebuilds the same recipe around the same float model."""
-    int8_model = _check_int8_model(int8_model, "int8_model")
-    path = _check_path(path)
-    recipe = getattr(int8_model, "qnb_recipe", None)
-    if recipe is None:
-        raise ValueError("int8_model records no recipe: it was not built by quantize_static")
-    payload = {"format": _SAVE_FORMAT, "recipe": recipe, "state_dict": int8_model.state_dict()}
-    torch.save(payload, path)
-    return path
-
-
-def _float_model(name_or_builder: object) -> nn.Module:
-    if isinstance(name_or_builder, str):
-        return models.build(name_or_builder)
-    if isinstance(name_or_builder, nn.Module):
-        return copy.deepcopy(name_or_builder)
-    if callable(name_or_builder):
-        return models._check_model(name_or_builder())
-    raise TypeError(
-        "name_or_builder must be a model name, a float nn.Module or a function returning one, "
-        f"got {type(name_or_builder).__name__}"
-    )
-
-
-def load_int8(
-    name_or_builder: str | nn.Module | Callable[[], nn.Module],
-    path: str | os.PathLike,
-    *,
-    engine: str | None = None,
-) -> nn.Module:
-    """An int8 model rebuilt from `save_state_dict`'s file: the float model (a `qnb.models`
-    name, a float model, or a function building one) goes through the saved recipe (fuse,
-    qconfig, prepare, convert; no calibration: scales and zero points come from the file),
-    then the state dict is loaded. `engine` must match the saved one if given.
-    """
-    path = _check_file(path)
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or saved.get("format") != _SAVE_FORMAT:
-        raise ValueError(f"{str(path)!r} was not written by qnb.ptq.save_state_dict")
-    recipe = saved["recipe"]
-    built = check_engine_name(recipe["engine"])
-    if engine is not None and check_engine_name(engine) != built:
-        raise ValueError(
-            f"engine={engine!r}, but {str(path)!r} holds a model built for {built!r}: int8 "
-            f"weights and scales are engine-specific; load with engine={built!r} or None, or "
-            "quantize the float model again for the other engine"
-        )
-    model = _float_model(name_or_builder).eval()
-    _check_float_model(model)
-    qconfig = qconfig_for(
-        built, per_channel=recipe["per_channel"], reduce_range=recipe["reduce_range"]
-    )
-    # scales come from the file: plain min/max observers that see nothing are enough
-    qconfig = QConfig(
-        activation=MinMaxObserver.with_args(dtype=torch.quint8), weight=qconfig.weight
-    )
-    with engine_for_building(built):
-        int8 = simulate.fused(model)
-        int8.qconfig = qconfig
-        for name in recipe.get("unused_float", []):
-            int8.get_submodule(name).qconfig = None  # left float by quantize_static
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="must run observer before calling")
-            prepare(int8, inplace=True)
-            convert(int8, inplace=True)
-        try:
-            int8.load_state_dict(saved["state_dict"])
-        except (RuntimeError, KeyError) as exc:
-            raise ValueError(
-                f"the state dict in {str(path)!r} does not fit the rebuilt recipe: build the same "
-                f"float model (same layers, same per-module qconfig) ({exc})"
-            ) from exc
-    return _finish(int8, built, recipe)

@@ -1,14 +1,16 @@
 """Quantization-aware training (QAT) with eager `torch.ao.quantization`, at 2..8 bits.
 
-`qat(model, weight_bits=4, act_bits=4)` runs the standard recipe on a copy of a trained float
-model: fuse conv-bn-relu for QAT (`fuse_modules_qat` keeps batch norm, so `ConvBnReLU2d` folds
-it into the fake-quantized weights during training), `prepare_qat` with fake quantization at
-the asked bit widths (weights signed, symmetric, per output channel; activations unsigned,
-affine, per tensor; both with moving-average min/max observers), then fine-tune briefly with
-a small learning rate, seeded data order and shifts. After `freeze_bn_after` steps batch norm
-stops updating its running statistics (and normalises with them, as inference will); after
-`freeze_observers_after` steps the quantization ranges stop moving and the weights adapt to
-fixed grids. The straight-through estimator carries gradients through the rounding.
+`qat(model, train_loader, weight_bits=4, act_bits=4)` runs the standard recipe on a copy of a
+trained float model (any eval-able model with a QuantStub: the workbook's CNNs, torchvision's
+quantizable ResNet-18, ...): fuse conv-bn-relu for QAT (`fuse_modules_qat` keeps batch norm,
+so `ConvBnReLU2d` folds it into the fake-quantized weights during training), `prepare_qat`
+with fake quantization at the asked bit widths (weights signed, symmetric, per output channel;
+activations unsigned, affine, per tensor; both with moving-average min/max observers), then
+fine-tune briefly with a small learning rate and an optional seeded augmentation. After
+`freeze_bn_after` steps batch norm stops updating its running statistics (and normalises with
+them, as inference will); after `freeze_observers_after` steps the quantization ranges stop
+moving and the weights adapt to fixed grids. The straight-through estimator carries gradients
+through the rounding.
 
 At W8A8 the result is converted into a real int8 model on the chosen engine. Below 8 bits it
 stays a simulation: PyTorch's CPU engines have no int2..int7 kernels, so the fine-tuned model
@@ -26,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -38,7 +40,6 @@ from torch.ao.quantization import (
     QConfig,
     convert,
     disable_observer,
-    fuse_modules_qat,
     get_default_qconfig,
     prepare_qat,
 )
@@ -48,9 +49,8 @@ from torch.ao.quantization.observer import (
     MovingAveragePerChannelMinMaxObserver,
 )
 
-from qnb import data, models, ptq
-from qnb.calibration import calibrate
-from qnb.checks import check_int as _check_int
+from qnb import checks, eager, models
+from qnb.calibration import batch_inputs, calibrate
 from qnb.progress import check_enabled
 from qnb.progress import optional as progress_bar
 
@@ -124,19 +124,41 @@ class QATReport:
 
 
 def _check_bits(name: str, bits: object) -> int:
-    return _check_int(name, bits, MIN_BITS, MAX_BITS)
+    return checks.check_bits(name, bits, MIN_BITS, MAX_BITS)
 
 
 def _check_steps(name: str, value: object) -> int | None:
-    return None if value is None else _check_int(name, value, 0)
+    return None if value is None else checks.check_int(name, value, 0)
 
 
 def _check_qat_model(model: object) -> nn.Module:
-    model = models._check_model(model)
-    ptq._check_float_model(model)
-    ptq._check_cpu_model(model)
-    ptq._check_quant_stub(model)
-    return model
+    model = eager.check_float_model(model)
+    eager.check_cpu_model(model)
+    return eager.check_quant_stub(model)
+
+
+def _check_train_loader(loader: object) -> Iterable:
+    """A DataLoader (or any sized iterable) of `(input, target)` batches."""
+    loader = checks.check_calib(loader, "train_loader")
+    if not isinstance(loader, Sized) or len(loader) == 0:
+        raise ValueError(
+            "train_loader must be a DataLoader (or a list) of (input, target) batches with at "
+            f"least one batch, got {type(loader).__name__}"
+            + (" of length 0" if isinstance(loader, Sized) else " without a length")
+        )
+    first = next(iter(loader))
+    if not (isinstance(first, list | tuple) and len(first) >= 2):
+        raise TypeError(
+            "train_loader must yield (input, target) pairs (QAT minimises a loss on labels), "
+            f"got a batch of type {type(first).__name__}"
+        )
+    return loader
+
+
+def _check_callable(name: str, value: object) -> Callable | None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a function or None, got {type(value).__name__}")
+    return value
 
 
 # --- qconfig --------------------------------------------------------------------------------
@@ -149,13 +171,16 @@ def _reduce_range(engine: str, weight_bits: int, act_bits: int) -> bool:
     return bool(get_default_qconfig(engine).activation().reduce_range)
 
 
-def qat_qconfig(weight_bits: int = 8, act_bits: int = 8, engine: str = "x86") -> QConfig:
+def qat_qconfig(weight_bits: int = 8, act_bits: int = 8, engine: str | None = None) -> QConfig:
     """The QAT qconfig: fake quantization at `weight_bits` (signed, symmetric, per output
     channel) and `act_bits` (unsigned, affine, per tensor), moving-average min/max observers.
-    At W8A8 on x86/fbgemm activations use the engine's `reduce_range` (see the module doc)."""
+    At W8A8 on x86/fbgemm activations use the engine's `reduce_range` (see the module doc).
+    `engine=None`: this machine's engine.
+
+    Taught in notebook 08 (quantization_aware_training)."""
     weight_bits = _check_bits("weight_bits", weight_bits)
     act_bits = _check_bits("act_bits", act_bits)
-    engine = ptq.check_engine_name(engine)
+    engine = checks.check_engine(engine)
     activation = FakeQuantize.with_args(
         observer=MovingAverageMinMaxObserver,
         quant_min=0,
@@ -197,11 +222,10 @@ def default_lr(weight_bits: int, act_bits: int) -> float:
 
 
 def prepare(model: nn.Module, qconfig: QConfig) -> nn.Module:
-    """A train-mode copy of `model`, fused for QAT and prepared with `qconfig`."""
-    prepared = copy.deepcopy(model).train()
-    groups = ptq._fuse_groups(prepared)  # none if fused already
-    if groups:
-        prepared = fuse_modules_qat(prepared, groups)
+    """A train-mode copy of `model`, fused for QAT and prepared with `qconfig`.
+
+    Taught in notebook 08 (quantization_aware_training)."""
+    prepared = eager.fuse(copy.deepcopy(model).train(), qat=True)
     prepared.qconfig = qconfig
     return prepare_qat(prepared)
 
@@ -285,7 +309,8 @@ def _fine_tune(
     *,
     epochs: int,
     lr: float,
-    shift: int,
+    augment: Callable | None,
+    loss_fn: Callable,
     seed: int,
     log_every: int,
     progress: bool | None,
@@ -297,7 +322,6 @@ def _fine_tune(
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(params, lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-        loss_fn = nn.CrossEntropyLoss()
         bar = progress_bar(
             range(total), progress, desc=f"QAT W{run.report.weight_bits}A{run.report.act_bits}"
         )
@@ -309,7 +333,7 @@ def _fine_tune(
             images, labels = next(batches)
             model.train()
             opt.zero_grad()
-            logits = model(models._shifted(images, shift, gen))
+            logits = model(images if augment is None else augment(images, gen))
             loss = loss_fn(logits, labels)
             loss.backward()
             opt.step()
@@ -332,9 +356,9 @@ def _fine_tune(
 
 def _convert(model: nn.Module, engine: str, example: torch.Tensor) -> nn.Module:
     """The real int8 model on `engine` (set process-wide and left set, as in qnb.ptq)."""
-    with ptq.engine_for_building(engine):
+    with eager.engine_for_building(engine):
         int8 = convert(copy.deepcopy(model).eval())
-        ptq._first_int8_run(int8, example)
+        eager.first_int8_run(int8, example)
     recipe = {
         "engine": engine,
         "per_channel": True,
@@ -342,53 +366,60 @@ def _convert(model: nn.Module, engine: str, example: torch.Tensor) -> nn.Module:
         "reduce_range": _reduce_range(engine, 8, 8),
         "qat": True,
     }
-    return ptq._finish(int8, engine, recipe)
+    return eager.mark_int8(int8, engine, recipe)
 
 
 def qat(
     model: nn.Module,
+    train_loader: Iterable,
     *,
     weight_bits: int = 8,
     act_bits: int = 8,
     epochs: int = 2,
     lr: float | None = None,
-    batch_size: int = 64,
-    shift: int = 2,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    loss_fn: Callable | None = None,
     freeze_bn_after: int | None = None,
     freeze_observers_after: int | None = None,
-    engine: str = "x86",
+    engine: str | None = None,
     seed: int = 0,
     calib: Iterable | None = None,
-    limit: int | None = None,
     eval_loader: Iterable | None = None,
     log_every: int | None = None,
     progress: bool | None = None,
 ) -> tuple[nn.Module, QATReport]:
     """Fine-tune a fake-quantized copy of the trained float `model`; return it and a report.
 
-    `weight_bits`, `act_bits`: 2..8. `epochs` over the train split (or its first `limit`
-    images) in batches of `batch_size`, Adam at `lr` (None: `default_lr`) with cosine decay,
-    random shifts of up to `shift` pixels; data order and shifts are seeded with `seed` (the
-    global RNG is left as it was), so the same inputs give the same model on the same machine.
-    `freeze_bn_after`, `freeze_observers_after`: optimizer steps after which batch-norm
-    statistics / quantization ranges stop updating (0: from the start; default: after half /
-    three quarters of the steps). `calib` (optional, batches or `(input, target)` pairs) warms
-    up the observers before the first step, which also gives the history a step-0 row.
-    `eval_loader` (default the test split) is evaluated every `log_every` steps (default:
-    about 10 rows per run) for the training curves in `report.history`. At W8A8 the result is
-    a real int8 model on `engine` (set process-wide); below 8 bits the fake-quantized model in
-    eval mode with its observers off (`report.simulated`). The caller's model is not changed.
-    """
+    `model`: any eval-able float model with a QuantStub (fused with its `fuse_groups()` or
+    `fuse_model()` if it has one). `train_loader`: a DataLoader (or list) of `(input, target)`
+    batches; its order is its own (seed it there). `weight_bits`, `act_bits`: 2..8. `epochs`
+    over `train_loader`, Adam at `lr` (None: `default_lr`) with cosine decay, minimising
+    `loss_fn(logits, target)` (default cross-entropy); `augment(inputs, generator)` (optional,
+    e.g. `qnb.models.random_shift(2)`) is applied to each training batch with a generator seeded
+    by `seed` (the global RNG is left as it was), so the same inputs give the same model on the
+    same machine. `freeze_bn_after`, `freeze_observers_after`: optimizer steps after which
+    batch-norm statistics / quantization ranges stop updating (0: from the start; default: after
+    half / three quarters of the steps). `calib` (optional, batches or `(input, target)` pairs)
+    warms up the observers before the first step, which also gives the history a step-0 row.
+    `eval_loader` (optional) is evaluated every `log_every` steps (default: about 10 rows per
+    run) for the training curves in `report.history`, and gives `report.fake_quant_acc` and
+    `report.int8_acc`. At W8A8 the result is a real int8 model on `engine` (None: this
+    machine's; set process-wide); below 8 bits the fake-quantized model in eval mode with its
+    observers off (`report.simulated`). The caller's model is not changed.
+
+    Taught in notebook 08 (quantization_aware_training)."""
     started = time.perf_counter()
     model = _check_qat_model(model)
+    loader = _check_train_loader(train_loader)
     weight_bits = _check_bits("weight_bits", weight_bits)
     act_bits = _check_bits("act_bits", act_bits)
-    engine = ptq.check_engine_name(engine)
+    engine = checks.check_engine(engine)
     qconfig = qat_qconfig(weight_bits, act_bits, engine)
-    epochs = _check_int("epochs", epochs, 1)
-    lr = default_lr(weight_bits, act_bits) if lr is None else models._check_lr(lr)
-    shift = _check_int("shift", shift, 0, 8)
-    seed = _check_int("seed", seed, 0)
+    epochs = checks.check_int("epochs", epochs, 1)
+    lr = default_lr(weight_bits, act_bits) if lr is None else checks.check_positive("lr", lr)
+    augment = _check_callable("augment", augment)
+    loss_fn = _check_callable("loss_fn", loss_fn) or nn.CrossEntropyLoss()
+    seed = checks.check_int("seed", seed, 0)
     freeze_bn_after = _check_steps("freeze_bn_after", freeze_bn_after)
     freeze_observers_after = _check_steps("freeze_observers_after", freeze_observers_after)
     log_every = _check_steps("log_every", log_every)
@@ -399,9 +430,11 @@ def qat(
             "freeze_observers_after=0 freezes the quantization ranges before they saw any data: "
             "pass calib (batches to warm up the observers) or freeze after >= 1 steps"
         )
+    if calib is not None:
+        calib = checks.check_calib(calib)
+    if eval_loader is not None:
+        eval_loader = checks.reusable(eval_loader, "eval_loader")
     progress = check_enabled(progress)
-    loader = data.train_loader(batch_size, seed=seed, limit=limit)
-    eval_loader = data.test_loader() if eval_loader is None else eval_loader
     total = epochs * len(loader)
     report = _new_report(weight_bits, act_bits, engine, epochs, total, lr)
     report.freeze_bn_after = _or_default(freeze_bn_after, total, 0.5)
@@ -418,7 +451,8 @@ def qat(
         loader,
         epochs=epochs,
         lr=lr,
-        shift=shift,
+        augment=augment,
+        loss_fn=loss_fn,
         seed=seed,
         log_every=log_every,
         progress=progress,
@@ -426,11 +460,13 @@ def qat(
     prepared.apply(disable_observer)
     prepared.apply(freeze_bn_stats)
     prepared.eval()
-    report.fake_quant_acc = report.history[-1]["eval_acc"]  # logged after the last step
+    if eval_loader is not None:
+        report.fake_quant_acc = report.history[-1]["eval_acc"]  # logged after the last step
     result = prepared
     if not report.simulated:
-        result = _convert(prepared, engine, example=next(iter(loader))[0])
-        report.int8_acc = models.evaluate(result, eval_loader)
+        result = _convert(prepared, engine, example=batch_inputs(next(iter(loader))))
+        if eval_loader is not None:
+            report.int8_acc = models.evaluate(result, eval_loader)
     report.seconds = time.perf_counter() - started
     return result, report
 

@@ -12,11 +12,9 @@ import ast
 import csv
 import io
 import json
-import os
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import papermill
 from papermill.exceptions import PapermillExecutionError
 
 from qnb import notebook
+from qnb.files import write_atomic
 from qnb.records import read_records
 
 KERNEL = "python3"
@@ -111,20 +110,7 @@ def execute(
     return RunResult(source.name, output, status, seconds, error, records, cell, cell_source)
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` via a temporary file, fsync and a rename, so no reader sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "x", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+write_text_atomic = write_atomic  # TODO(base layer): report.py calls it; move it to files
 
 
 def write_csv_atomic(path: str | Path, rows: list[dict]) -> Path:
@@ -134,7 +120,7 @@ def write_csv_atomic(path: str | Path, rows: list[dict]) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    return write_text_atomic(path, buffer.getvalue())
+    return write_atomic(path, buffer.getvalue())
 
 
 def refresh(notebooks: list[str | Path]) -> None:

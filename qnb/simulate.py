@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.ao.nn.intrinsic import _FusedModule
-from torch.ao.quantization import QConfig, fuse_modules, prepare
+from torch.ao.quantization import QConfig, prepare
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
-from qnb import affine, estimators
+from qnb import affine, checks, eager, estimators
 from qnb.calibration import calibrate
 
 GRANULARITIES = ("per_tensor", "per_channel")
@@ -56,32 +55,19 @@ class FakeQuant(nn.Module):
         )
 
 
-def _check_bits(bits: int | None, name: str) -> int | None:
-    if bits is None:
-        return None
-    try:
-        return affine._check_bits(bits)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{name}: {exc}") from None
-
-
 def fused(model: nn.Module) -> nn.Module:
     """An eval-mode copy of `model`, fused (batch norm folded): its `fuse_groups()` (the
     workbook's models) or `fuse_model()` (torchvision's quantizable models); a model that
-    holds fused modules already is only copied."""
-    model = copy.deepcopy(model).eval()
-    if any(isinstance(m, _FusedModule) for m in model.modules()):
-        return model
-    if hasattr(model, "fuse_groups"):
-        groups = model.fuse_groups()
-        model = fuse_modules(model, groups) if groups else model
-    elif callable(getattr(model, "fuse_model", None)):
-        model.fuse_model(is_qat=False)
-    return model.eval()  # fusion makes new modules in train mode
+    holds fused modules already is only copied.
+
+    Taught in notebook 02 (per_channel_weights)."""
+    return eager.fuse(copy.deepcopy(model).eval()).eval()  # fused modules start in train mode
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The Conv/Linear layers holding weights, in definition order, with their names."""
+    """The Conv/Linear layers holding weights, in definition order, with their names.
+
+    Taught in notebook 02 (per_channel_weights)."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
@@ -93,7 +79,9 @@ def _weight_range(bits: int) -> tuple[int, int, torch.dtype]:
 def fake_quantize_weight(
     weight: torch.Tensor, bits: int, granularity: str = "per_channel", symmetric: bool = True
 ) -> torch.Tensor:
-    """`weight` rounded to a signed `bits`-wide grid, per output channel or per tensor."""
+    """`weight` rounded to a signed `bits`-wide grid, per output channel or per tensor.
+
+    Taught in notebook 02 (per_channel_weights)."""
     qmin, qmax, dtype = _weight_range(bits)
     if granularity == "per_channel":
         scheme = torch.per_channel_symmetric if symmetric else torch.per_channel_affine
@@ -123,7 +111,7 @@ def _quantize_weights_(
     return reports
 
 
-def _activation_fake_quant_(model: nn.Module) -> dict[str, FakeQuant]:
+def freeze_activations(model: nn.Module) -> dict[str, FakeQuant]:
     """Swap every calibrated activation observer for a fixed FakeQuant; return them by name."""
     swapped = {}
     for name, module in model.named_modules():
@@ -135,7 +123,8 @@ def _activation_fake_quant_(model: nn.Module) -> dict[str, FakeQuant]:
     return swapped
 
 
-def _qconfig(method: str, bits: int, **kwargs) -> QConfig:
+def activation_qconfig(method: str, bits: int, **kwargs) -> QConfig:
+    """A qconfig whose activation observer is `method` at `bits` (weights: not observed)."""
     estimators.observer(method, bits, **kwargs)  # validate now, not deep inside prepare()
     act = estimators.observer_factory(method, bits, **kwargs)
     return QConfig(activation=act, weight=MinMaxObserver.with_args(dtype=torch.qint8))
@@ -161,22 +150,23 @@ def simulate(
     the `act_method` estimator sees real activations. The model input (its QuantStub) uses
     `input_method`: an image's range is known, and a spiky pixel histogram (the background)
     misleads the clipping estimators. The caller's model is not changed.
+
+    Taught in notebook 02 (per_channel_weights).
     """
-    weight_bits = _check_bits(weight_bits, "weight_bits")
-    act_bits = _check_bits(act_bits, "act_bits")
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    weight_bits = checks.check_optional_bits("weight_bits", weight_bits)
+    act_bits = checks.check_optional_bits("act_bits", act_bits)
+    checks.check_choice("granularity", granularity, GRANULARITIES)
     if act_bits is not None and calib is None:
         raise ValueError("act_bits needs calib: a DataLoader or iterable of calibration batches")
     sim = fused(model)
     report = _quantize_weights_(sim, weight_bits, granularity, symmetric)
     if act_bits is not None:
-        sim.qconfig = _qconfig(act_method, act_bits, **estimator_kwargs)
+        sim.qconfig = activation_qconfig(act_method, act_bits, **estimator_kwargs)
         if hasattr(sim, "quant"):
-            sim.quant.qconfig = _qconfig(input_method, act_bits)
+            sim.quant.qconfig = activation_qconfig(input_method, act_bits)
         if hasattr(sim, "dequant"):
             sim.dequant.qconfig = None  # its output is float in a real int8 model too
         prepare(sim, inplace=True)
         calibrate(sim, calib, num_batches, desc=f"calibrating ({act_method})")
-        sim.activation_ranges = _activation_fake_quant_(sim)
+        sim.activation_ranges = freeze_activations(sim)
     return sim, report

@@ -35,6 +35,7 @@ import yaml
 from tqdm import tqdm
 
 from qnb import notebook, runner
+from qnb.files import write_atomic
 from qnb.records import read_records
 
 STATUS_SUFFIX = ".status.json"
@@ -284,7 +285,7 @@ def status_path(out: Path, name: str) -> Path:
 
 def write_json_atomic(path: Path, data: dict) -> Path:
     """Write JSON atomically: readers see all of it or none."""
-    return runner.write_text_atomic(path, json.dumps(data, indent=1, default=repr) + "\n")
+    return write_atomic(path, json.dumps(data, indent=1, default=repr) + "\n")
 
 
 def read_status(path: Path) -> dict | None:
@@ -319,7 +320,7 @@ def _now() -> str:
 # --- execution ----------------------------------------------------------------------------
 
 
-class _Workers:
+class Workers:
     """The run processes alive right now, so an interrupt can stop them all."""
 
     def __init__(self) -> None:
@@ -376,7 +377,8 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.kill()
 
 
-def _result(code: int | None, stdout: str, stderr: str, timeout: float | None) -> dict:
+def run_result(code: int | None, stdout: str, stderr: str, timeout: float | None) -> dict:
+    """The status a run process reported (its last result line), or why it failed."""
     for line in reversed(stdout.splitlines()):
         if line.startswith(runner.RESULT_MARKER):
             return json.loads(line[len(runner.RESULT_MARKER) :])
@@ -389,7 +391,7 @@ def _result(code: int | None, stdout: str, stderr: str, timeout: float | None) -
 def execute_run(run: Run, out: Path, timeout: float | None = None, workers=None) -> dict:
     """Execute one run into `out`; write the notebook, then its status. Never raises for a
     failing notebook: a failure or timeout is recorded in the status."""
-    out, workers = Path(out), workers or _Workers()
+    out, workers = Path(out), workers or Workers()
     final, part = out / f"{run.name}.ipynb", out / f".{run.name}.part.ipynb"
     status = {
         "run": run.name,
@@ -413,7 +415,7 @@ def execute_run(run: Run, out: Path, timeout: float | None = None, workers=None)
     cmd = [sys.executable, "-m", "qnb.runner", str(run.source), str(part), repr(run.params)]
     start = time.perf_counter()
     code, stdout, stderr = workers.run(cmd, timeout)
-    result = _result(code, stdout, stderr, timeout)
+    result = run_result(code, stdout, stderr, timeout)
     if workers.stopped.is_set() and result.get("status") != "ok":
         result = {"status": "failed", "error": "interrupted"}
     _keep_notebook(part, final)
@@ -461,6 +463,8 @@ def sweep(
 
     Everything is checked before anything runs. Finished runs are skipped (unless `force`),
     failed and unfinished ones are run again.
+
+    Taught in notebook 13 (experiment_sweeps).
     """
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs must be a whole number >= 1, got {jobs!r}")
@@ -482,7 +486,7 @@ def sweep(
         flush=True,
     )
     statuses = {run.name: read_status(status_path(out, run.name)) for run in mine}
-    workers = _Workers()
+    workers = Workers()
     previous = _stop_on_sigterm()
     bar = tqdm(  # the bar only on a terminal; logs get one line per run
         total=len(mine),
@@ -569,6 +573,8 @@ def _records(out: Path, status: dict) -> dict:
 
 
 def collect(out: str | Path) -> Path:
-    """Merge every run's status and records in `out` into `out/results.csv`, atomically."""
+    """Merge every run's status and records in `out` into `out/results.csv`, atomically.
+
+    Taught in notebook 13 (experiment_sweeps)."""
     table = results(out)
     return runner.write_csv_atomic(Path(out) / RESULTS, table.rows)

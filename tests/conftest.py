@@ -13,6 +13,13 @@ from qnb.notebook import KERNELSPEC
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    # The test tiers: `make unit` runs what is not slow, `make slow` the rest; `make test` both.
+    config.addinivalue_line(
+        "markers", "slow: takes a minute or more on 2 cores (torch.compile, training)"
+    )
+
+
 def make_notebook(path: Path, parameters: str, *cells: str) -> Path:
     """Write a small notebook with a tagged parameters cell followed by code cells."""
     nb = nbformat.v4.new_notebook()

@@ -583,13 +583,13 @@ def test_sqnr_grows_about_6_db_per_bit():
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("bits", [True, 8.0, "8", None, np.float64(8)])
 def test_bits_of_wrong_type(bits):
-    with pytest.raises(TypeError, match=r"bits must be an int in 2\.\.16; got"):
+    with pytest.raises(TypeError, match=r"bits must be an int in 2\.\.16, got"):
         qparams(-1, 1, bits=bits)
 
 
 @pytest.mark.parametrize("bits", [0, 1, 17, 32, -8])
 def test_bits_out_of_range(bits):
-    with pytest.raises(ValueError, match=rf"bits must be an int in 2\.\.16; got {bits}"):
+    with pytest.raises(ValueError, match=rf"bits must be an int in 2\.\.16, got {bits}"):
         qparams(-1, 1, bits=bits)
 
 

@@ -10,7 +10,7 @@ import torch
 
 from qnb import deploy, models, pt2e, ptq
 from qnb.env import hide_deprecation_warnings
-from tests.unit.test_pt2e import SLOW, Tiny
+from tests.unit.test_pt2e import Tiny
 
 hide_deprecation_warnings()
 pytestmark = [
@@ -29,7 +29,7 @@ def torchscript_file(tmp_path_factory):
         gen = torch.Generator().manual_seed(0)
         calib = [torch.randn(8, 1, 28, 28, generator=gen) for _ in range(2)]
         int8, _ = ptq.quantize_static(models.build("plain_cnn", seed=0).eval(), calib)
-        path = ptq.save_torchscript(int8, tmp_path_factory.mktemp("ts") / "cnn.pt", calib[0])
+        path = deploy.save_torchscript(int8, tmp_path_factory.mktemp("ts") / "cnn.pt", calib[0])
         return path, int8
     finally:
         torch.backends.quantized.engine = engine
@@ -68,7 +68,7 @@ def test_saved_pt2e_file_holds_no_example_batch(pt2_file):
     assert samples and all(i.file_size == 0 for i in samples)
 
 
-@pytest.mark.skipif(not SLOW, reason="torch.compile takes ~30-60 s on 2 cores; QNB_SLOW=1 runs it")
+@pytest.mark.slow  # torch.compile takes ~30-60 s on 2 cores
 def test_compiled_pt2e_graph_matches_in_a_fresh_process(pt2_file):
     path, graph = pt2_file
     compiled = pt2e.compile_for_cpu(graph, X)
@@ -82,7 +82,7 @@ def test_compiled_pt2e_graph_matches_in_a_fresh_process(pt2_file):
     [
         ("m.onnx", {}, ValueError, r"path must end in \.pt \(TorchScript.*\.pt2.*got 'm\.onnx'"),
         (3, {}, TypeError, "path must be a str or os.PathLike, got int"),
-        ("missing.pt", {}, FileNotFoundError, "no such file: 'missing.pt'"),
+        ("missing.pt", {}, FileNotFoundError, "path='missing.pt' is not a file"),
     ],
 )
 def test_bad_paths_are_named(path, kwargs, error, match):

@@ -165,9 +165,10 @@ def test_dynamic_warns_about_plain_rnns_and_linear_subclasses():
         (
             {"engine": "tpu"},
             ValueError,
-            rf"engine must be one of the quantized engines .*: {ENGINES}; got 'tpu'",
+            rf"engine must be one of the quantized engines .*: {ENGINES} \(or None: this "
+            rf"machine's default, .*\); got 'tpu'",
         ),
-        ({"engine": None}, ValueError, "engine must be one of .*; got None"),
+        ({"engine": ""}, ValueError, "engine must be one of .*; got ''"),
         ({"engine": "qnnpack", "dtype": torch.float16}, ValueError, "no float16 dynamic kernels"),
         ({"dtype": torch.quint8}, ValueError, r"dtype must be one of torch.qint8, torch.float16"),
         ({"dtype": "int8"}, ValueError, "dtype must be one of .* got 'int8'"),

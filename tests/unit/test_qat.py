@@ -12,7 +12,7 @@ from torch import nn
 from torch.ao.nn.intrinsic.qat import ConvBnReLU2d
 from torch.ao.quantization.observer import MovingAveragePerChannelMinMaxObserver
 
-from qnb import data, models, ptq, qat
+from qnb import data, deploy, eager, models, qat
 from qnb.env import hide_deprecation_warnings
 
 hide_deprecation_warnings()
@@ -21,7 +21,11 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning"),
 ]
 
-SMALL = {"epochs": 1, "limit": 256, "batch_size": 64, "progress": False}  # 4 steps
+SMALL = {"epochs": 1, "augment": models.random_shift(2), "progress": False}
+
+
+def loader(limit=256, batch_size=64):  # 4 steps of 64 by default
+    return data.train_loader(batch_size, seed=0, limit=limit)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +43,8 @@ def calib():
     return data.calibration_loader(64, 32)
 
 
-def run(model, evals, **kw):
-    return qat.qat(model, eval_loader=evals, **{**SMALL, **kw})
+def run(model, evals, train=None, **kw):
+    return qat.qat(model, train or loader(), eval_loader=evals, **{**SMALL, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +85,7 @@ def test_w8a8_converts_to_a_real_int8_model(w8a8):
 def test_int8_model_refuses_another_engine(w8a8):
     int8, _ = w8a8
     torch.backends.quantized.engine = "qnnpack"
-    with pytest.raises(ptq.EngineMismatchError, match="x86"):
+    with pytest.raises(eager.EngineMismatchError, match="x86"):
         int8(torch.zeros(1, 1, 28, 28))
 
 
@@ -195,23 +199,39 @@ class NoStub(nn.Module):
         ({"freeze_observers_after": 1.5}, TypeError, "freeze_observers_after"),
         ({"freeze_observers_after": 0}, ValueError, "pass calib"),
         ({"log_every": 0}, ValueError, "log_every"),
-        ({"limit": 0}, ValueError, "limit must be an int in 1..4000"),
+        ({"augment": 2}, TypeError, "augment must be a function or None, got int"),
+        ({"loss_fn": "mse"}, TypeError, "loss_fn must be a function or None, got str"),
+        ({"eval_loader": torch.zeros(3)}, TypeError, "eval_loader must be a DataLoader"),
         ({"progress": "yes"}, TypeError, "progress"),
     ],
 )
 def test_bad_input(plain, kw, error, words):
     with pytest.raises(error, match=words.replace("(", r"\(").replace(".", r"\.")):
-        qat.qat(plain, **kw)
+        qat.qat(plain, loader(), **kw)
 
 
 def test_bad_models(plain):
     with pytest.raises(ValueError, match="no QuantStub"):
-        qat.qat(NoStub())
+        qat.qat(NoStub(), loader())
     with pytest.raises(TypeError, match="torch.nn.Module"):
-        qat.qat("plain_cnn")
+        qat.qat("plain_cnn", loader())
     prepared = qat.prepare(plain, qat.qat_qconfig(4, 4))
     with pytest.raises(ValueError, match="already prepared"):
-        qat.qat(prepared)
+        qat.qat(prepared, loader())
+
+
+@pytest.mark.parametrize(
+    ("train", "error", "words"),
+    [
+        (torch.zeros(4, 1, 28, 28), TypeError, "train_loader must be a DataLoader"),
+        ([], ValueError, "train_loader must be a DataLoader .* of length 0"),
+        (iter([(torch.zeros(2, 1, 28, 28), torch.zeros(2))]), ValueError, "without a length"),
+        ([torch.zeros(2, 1, 28, 28)], TypeError, "must yield \\(input, target\\) pairs"),
+    ],
+)
+def test_bad_train_loaders(plain, train, error, words):
+    with pytest.raises(error, match=words):
+        qat.qat(plain, train)
 
 
 @pytest.mark.parametrize(
@@ -242,16 +262,39 @@ def test_default_learning_rate_is_lower_at_8_bits(w8a8, w4a4):
 
 def test_int8_model_saves_and_reloads(w8a8, evals, tmp_path):
     int8, report = w8a8
-    path = ptq.save_state_dict(int8, tmp_path / "qat_int8.pt")
-    again = ptq.load_int8("plain_cnn", path)
+    path = deploy.save_state_dict(int8, tmp_path / "qat_int8.pt")
+    again = deploy.load_int8("plain_cnn", path)
     x = next(iter(evals))[0][:16]
     assert torch.equal(int8(x), again(x))
 
 
 def test_depthwise_model_converts_too(evals):
     model = models.build("depthwise_cnn", seed=0).eval()
-    int8, report = run(model, evals, limit=64, batch_size=32)
+    int8, report = run(model, evals, train=loader(64, 32))
     assert not report.simulated and report.steps == 2
     kinds = {type(m).__name__ for m in int8.modules()}
     assert {"Quantize", "ConvReLU2d", "Linear", "DeQuantize"} <= kinds
     assert int8(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_torchvision_quantizable_resnet18_fine_tunes_and_converts():
+    """Any eval-able model with a QuantStub: torchvision's quantizable ResNet-18 (random
+    weights) on a few random batches, fused by its own fuse_model(is_qat=True)."""
+    from torchvision.models.quantization import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18(weights=None, quantize=False).eval()
+    gen = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randn(4, 3, 32, 32, generator=gen), torch.randint(0, 1000, (4,), generator=gen))
+        for _ in range(3)
+    ]
+    int8, report = qat.qat(
+        model, batches, epochs=1, calib=batches[:1], engine="x86", progress=False
+    )
+    assert not report.simulated and report.steps == 3 and report.int8_acc is None
+    kinds = {type(m).__name__ for m in int8.modules()}
+    assert {"Quantize", "ConvReLU2d", "QFunctional", "DeQuantize"} <= kinds
+    out = int8(batches[0][0])
+    assert out.shape == (4, 1000) and torch.isfinite(out).all()
+    assert not any(type(m).__name__.startswith("ConvBn") for m in model.modules())  # unchanged

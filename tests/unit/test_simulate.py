@@ -101,8 +101,8 @@ def test_calib_accepts_pairs_and_stops_after_num_batches(model):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"weight_bits": 1}, ValueError, "weight_bits: bits must be an int in 2..16; got 1"),
-        ({"act_bits": 8.0, "calib": []}, TypeError, "act_bits: bits must be an int"),
+        ({"weight_bits": 1}, ValueError, "weight_bits must be an int in 2..16, got 1"),
+        ({"act_bits": 8.0, "calib": []}, TypeError, "act_bits must be an int in 2..16, got 8.0"),
         ({"granularity": "per_row"}, ValueError, "granularity must be one of .*'per_row'"),
         ({"act_bits": 8}, ValueError, "act_bits needs calib"),
         ({"act_bits": 8, "calib": [], "act_method": "kl"}, ValueError, "method must be one of"),
@@ -117,5 +117,5 @@ def test_bad_arguments(model, kwargs, error, message):
 
 
 def test_bad_num_batches(model, batches):
-    with pytest.raises(ValueError, match="num_batches must be a positive int or None, got 0"):
+    with pytest.raises(ValueError, match="num_batches must be an int >= 1, got 0"):
         calibrate(model, batches, num_batches=0)
