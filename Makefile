@@ -47,7 +47,7 @@ setup: $(READY) $(LAB_OVERRIDES)
 $(READY): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || { $(CHECK_PYTHON) && echo "Creating $(VENV) with $(PYTHON)" \
 	    && "$(PYTHON)" -m venv $(VENV); }
-	@echo "Installing pinned packages into $(VENV) (about a minute the first time)"
+	@echo "Installing pinned packages into $(VENV) (a few minutes the first time)"
 	@$(STRICT) $(BIN)/pip install -q -r requirements.lock 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	@$(STRICT) $(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 \
 	    | { grep -v "$(PIP_NOISE)" || true; }

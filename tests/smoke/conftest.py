@@ -31,10 +31,12 @@ OUTPUT = REPO / "tests" / "output"
 MARKER_VAR = "QNB_SMOKE_SESSION"
 STARTUP_TIMEOUT = 90.0
 
-# JupyterLab settings for an unattended, offline run: no news or update checks, no autosave,
-# every cell attached to the page (so the browser test sees all outputs).
+# JupyterLab user settings for an unattended run: no autosave, every cell attached to the page
+# (so the browser test sees all outputs). News and update checks are deliberately not set here:
+# the environment's own override (written by `make setup`, ENV_OVERRIDES) must turn them off, as
+# it does for `make lab`, and the browser test checks that it does.
+ENV_OVERRIDES = Path(sys.prefix) / "share/jupyter/lab/settings/overrides.d/qnb.json"
 LAB_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
 }

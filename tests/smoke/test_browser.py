@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.smoke.conftest import MARKER_VAR, NOTEBOOKS, OUTPUT, REPO
+from tests.smoke.conftest import ENV_OVERRIDES, MARKER_VAR, NOTEBOOKS, OUTPUT, REPO
 
 SCREENSHOTS = OUTPUT / "browser"
 RUN_ALL_TIMEOUT_S = 600  # generous: the whole notebook, kernel start included
@@ -27,6 +27,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-dev-shm-usage",
 ]
+
+# JupyterLab 4's question when fetchNews is unset ("Ask"); `make lab` must never show it.
+NEWS_PROMPT = re.compile(r"notified about official Jupyter news", re.I)
+NEWS_PLUGIN = "@jupyterlab/apputils-extension:notification"
+QUIET_WAIT_MS = 5_000  # the prompt comes right after the app is restored; give it time to show
 
 # (notebook, a regex one of its outputs must match once it ran): the worked example's integer.
 CASES = [(NOTEBOOKS / "01_affine_quantization.ipynb", r"q = 40\b")]
@@ -116,6 +121,27 @@ def error_outputs(page) -> list[str]:
     return [text.strip()[-1500:] for text in errors.all_inner_texts()]
 
 
+def news_prompts(page) -> list[str]:
+    """The text of every news prompt (toast or notification) on the page."""
+    return [text.strip() for text in page.get_by_text(NEWS_PROMPT).all_inner_texts()]
+
+
+def test_lab_is_quiet_offline(lab_server, page):
+    """No news prompt and no news or update fetching, from the environment's settings override."""
+    assert ENV_OVERRIDES.is_file(), f"{ENV_OVERRIDES} is missing: `make setup` writes it"
+    schema = lab_server.api("GET", f"lab/api/settings/{NEWS_PLUGIN}")["schema"]
+    defaults = {name: prop.get("default") for name, prop in schema["properties"].items()}
+    assert defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False, defaults
+    page.goto(lab_server.lab_url())
+    page.wait_for_function("() => !!window.jupyterapp", timeout=60_000)
+    page.evaluate("async () => { await window.jupyterapp.restored; }")
+    page.wait_for_timeout(QUIET_WAIT_MS)
+    shot = SCREENSHOTS / "lab-start.png"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=shot)
+    assert not news_prompts(page), f"JupyterLab asks about news (see {shot}): {news_prompts(page)}"
+
+
 @pytest.mark.parametrize(("source", "expected"), CASES, ids=[c[0].name for c in CASES])
 def test_run_all_in_jupyterlab(lab_server, page, source: Path, expected: str):
     if not source.is_file():
@@ -128,6 +154,7 @@ def test_run_all_in_jupyterlab(lab_server, page, source: Path, expected: str):
         prompts = run_all_cells(page, lab_server, source.name)
     finally:
         page.screenshot(path=shot)
+    assert not news_prompts(page), f"JupyterLab asked about news (see {shot})"
     problems = error_outputs(page) + [f"page error: {e}" for e in page.errors]
     if problems:
         pytest.fail(f"{source.name} raised in JupyterLab (see {shot}):\n\n" + "\n\n".join(problems))

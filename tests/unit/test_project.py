@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -106,3 +107,59 @@ def test_make_run_lists_every_notebook():
     ).stdout
     for path in NOTEBOOKS:
         assert f"notebooks/{path.name}" in dry
+
+
+def _make(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    command = ["make", "--no-print-directory", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_makefile_needs_nothing_newer_than_macos_make_and_bash():
+    """macOS ships GNU make 3.81 and /bin/bash 3.2: no later make features, pipes made strict."""
+    lines = (REPO / "Makefile").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    later = [".SHELLFLAGS", ".ONESHELL", "undefine ", "$(file ", "::=", " != ", "$(let "]
+    assert not [feature for feature in later if feature in text]
+    assert not re.search(r"^\S[^=\n]*:\s*(export|private)\s", text, re.M), "target-specific export"
+    recipe_lines = re.findall(r"^\t(.*)$", text.replace("\\\n", " "), re.M)
+    piped = [line for line in recipe_lines if re.search(r"[^|]\|[^|]", line.split("#")[0])]
+    assert piped and all("$(STRICT)" in line for line in piped), piped
+
+
+def test_make_setup_refuses_a_python_other_than_3_11(tmp_path):
+    fake = tmp_path / "python3"
+    fake.write_text('#!/bin/sh\n[ "$1" = -V ] && echo "Python 3.12.3" && exit 0\nexit 1\n')
+    fake.chmod(0o755)
+    done = _make("setup", f"PYTHON={fake}", f"VENV={tmp_path / 'venv'}")
+    assert done.returncode != 0
+    assert "qnb needs Python 3.11 (3.11.0 or a later 3.11.x)" in done.stderr, done.stderr
+    assert "make PYTHON=/path/to/python3.11 setup" in done.stderr, done.stderr
+    assert f"PYTHON={fake} is Python 3.12.3" in done.stderr
+    assert not (tmp_path / "venv" / "bin").exists()
+    missing = _make("setup", f"PYTHON={tmp_path / 'nothing'}", f"VENV={tmp_path / 'venv'}")
+    assert missing.returncode != 0 and "is not a runnable Python" in missing.stderr
+
+
+def test_make_lock_keeps_markers_and_writes_environment_yml(tmp_path):
+    """`make lock` from an environment holding this platform's pins reproduces both files."""
+    from packaging.requirements import Requirement
+
+    for name in ("Makefile", "requirements.lock", "environment.yml", "pyproject.toml"):
+        (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    here = [Requirement(line) for line in _lock_lines()]
+    freeze = [str(r).split(";")[0] for r in here if r.marker is None or r.marker.evaluate()]
+    upgraded = next(r for r in here if r.marker is None)  # an upgrade must reach both files
+    old, new = f"{upgraded.name}{upgraded.specifier}", f"{upgraded.name}==99.0"
+    freeze[freeze.index(old)] = new
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "freeze.txt").write_text("\n".join(freeze) + "\n")
+    (venv / "bin" / "pip").write_text(f'#!/bin/sh\ncat "{venv / "freeze.txt"}"\n')
+    (venv / "bin" / "pip").chmod(0o755)
+    (venv / ".ready").touch()
+    done = _make("lock", f"VENV={venv}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("requirements.lock", "environment.yml"):
+        expected = (REPO / name).read_text().replace(f"- {old}\n", f"- {new}\n")
+        expected = re.sub(rf"^{re.escape(old)}$", new, expected, flags=re.M)
+        assert (tmp_path / name).read_text() == expected, name
