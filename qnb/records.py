@@ -14,7 +14,7 @@ from pathlib import Path
 MIME_TYPE = "application/vnd.qnb.record+json"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
-Value = int | float | str | bool
+Value = int | float | str | bool | None  # None: not measured on this run (e.g. an x86-only figure)
 
 
 def _check(name: str, value: Value) -> Value:
@@ -25,9 +25,9 @@ def _check(name: str, value: Value) -> Value:
         )
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
         value = value.item()
-    if not isinstance(value, int | float | str | bool):
+    if value is not None and not isinstance(value, int | float | str | bool):
         raise TypeError(
-            f"record value for {name!r} must be a number, string or bool, "
+            f"record value for {name!r} must be a number, string, bool or None (not measured), "
             f"got {type(value).__name__}: {value!r}"
         )
     if isinstance(value, float) and not math.isfinite(value):
@@ -36,9 +36,16 @@ def _check(name: str, value: Value) -> Value:
 
 
 def record(name: str, value: Value) -> None:
-    """Record metric `name` = `value` in the running notebook (or print it outside one)."""
+    """Record metric `name` = `value` in the running notebook (or print it outside one); None
+    says that this run did not measure it (and why is said in the notebook)."""
     value = _check(name, value)
-    shown = f"{value:.6g}" if isinstance(value, float) else value
+    shown = (
+        f"{value:.6g}"
+        if isinstance(value, float)
+        else "None (not measured)"
+        if value is None
+        else value
+    )
     text = f"record: {name} = {shown}"
     try:
         from IPython import get_ipython

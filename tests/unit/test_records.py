@@ -23,10 +23,15 @@ def test_record_rejects_bad_names(name):
         qnb.record(name, 1)
 
 
-@pytest.mark.parametrize("value", [[1, 2], {"a": 1}, None])
+@pytest.mark.parametrize("value", [[1, 2], {"a": 1}, object()])
 def test_record_rejects_values_that_are_not_scalars(value):
-    with pytest.raises(TypeError, match="'x'.*number, string or bool"):
+    with pytest.raises(TypeError, match="'x'.*number, string, bool or None"):
         qnb.record("x", value)
+
+
+def test_none_records_a_figure_this_run_did_not_measure(capsys):
+    qnb.record("speedup_pt2e_b8", None)
+    assert capsys.readouterr().out == "record: speedup_pt2e_b8 = None (not measured)\n"
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
