@@ -68,14 +68,21 @@ sweep: $(READY)
 	@test -n "$(NB)" || { echo 'usage: make sweep NB=notebooks/NN_x.ipynb SWEEP="-p NAME=V1,V2"'; exit 2; }
 	$(BIN)/python -m qnb sweep $(NB) $(SWEEP) --out runs/sweep-$(basename $(notdir $(NB)))
 
-## test: lint, unit tests, every notebook under nbval, notebook runs with other parameters
-test: lint unit nbval papermill smoke
+## test: lint, unit tests (fast and slow), every notebook under nbval, notebook runs with other
+## parameters, the JupyterLab smoke tests
+test: lint unit slow nbval papermill smoke
 
 lint: $(READY)
 	$(BIN)/ruff check qnb tests data notebooks
 
+## unit: the unit tests not marked slow; slow: the rest (training, torch.compile, the lock
+## resolved for every platform against the registry)
 unit: $(READY)
-	$(PYTEST) tests/unit
+	$(PYTEST) -m "not slow" tests/unit
+
+.PHONY: slow
+slow: $(READY)
+	$(PYTEST) -m slow tests/unit
 
 nbval: $(READY)
 	$(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \

@@ -7,9 +7,9 @@ accepts> --python-version <the oldest Python we support> --implementation cp --a
 test by name; so does a package pip would add that the lock does not pin (its version would
 float), and a yanked pin. pip evaluates environment markers against the interpreter running it,
 even with --platform, so the subprocess first gives pip the target's marker environment
-(`sys_platform`, `platform_system`, ...). The four resolutions run in parallel (network-bound,
-about half a minute in all); the test is skipped, saying why, only when the registry cannot be
-reached.
+(`sys_platform`, `platform_system`, ...). The four resolutions run in parallel (about 100 s of
+CPU in all, 2.5 minutes on a busy 2-core machine; marked slow, so `make slow` and `make test` run
+them); they are skipped, saying why, only when the registry cannot be reached.
 """
 
 from __future__ import annotations
@@ -203,6 +203,7 @@ def unresolved(stderr: str) -> list[str]:
     return re.findall(r"No matching distribution found for (\S+)", stderr)
 
 
+@pytest.mark.slow  # the registry and pip's resolver, four times: minutes on 2 cores
 @pytest.mark.parametrize("platform", PLATFORMS, ids=lambda p: p.name)
 def test_lock_resolves_with_pinned_versions_only(resolutions, platform: Platform):
     status, stderr, report = resolutions[platform.name]
@@ -226,6 +227,7 @@ def test_lock_resolves_with_pinned_versions_only(resolutions, platform: Platform
     assert not yanked, f"{platform.name} installs yanked pins: {yanked}"
 
 
+@pytest.mark.slow  # the registry and pip's resolver, four times: minutes on 2 cores
 @pytest.mark.parametrize("platform", PLATFORMS, ids=lambda p: p.name)
 def test_platform_packages_follow_their_markers(resolutions, platform: Platform):
     """The target's markers really applied: its own packages in, other platforms' out."""
