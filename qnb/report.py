@@ -97,7 +97,7 @@ def _split_unit(name: str, value) -> tuple[str, str]:
     return f"{value:.4g}", ""
 
 
-def rows(records: dict) -> list[tuple[str, str, bool]]:
+def record_rows(records: dict) -> list[tuple[str, str, bool]]:
     """`(name, shown value, is headline)` for one run's records: headline records first, each
     with its spread companions (see the module docstring) folded into its value."""
     present = {k: v for k, v in records.items() if v not in ("", None)}
@@ -121,7 +121,7 @@ def record_table(records: dict) -> str:
     if not any(v not in ("", None) for v in records.values()):
         return "<p>no records</p>"
     body = []
-    for name, text, headline in rows(records):
+    for name, text, headline in record_rows(records):
         raw = records[name]
         bad = name == "claims_failed" and _is_number(raw) and raw > 0
         classes = " ".join(c for c, on in (("headline", headline), ("failed", bad)) if on)

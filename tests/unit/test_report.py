@@ -101,7 +101,7 @@ def test_number_formats(name, value, shown):
 
 
 def test_rows_fold_the_spread_into_the_record():
-    rows = report.rows(RECORDS)
+    rows = report.record_rows(RECORDS)
     assert rows == [
         ("fp32_acc", "97.9%", True),
         ("int8_acc", "97.4% (range 96.9-97.8)", True),
@@ -116,13 +116,15 @@ def test_rows_fold_the_spread_into_the_record():
 
 
 def test_a_spread_without_its_record_or_half_a_pair_stays_on_rows_of_its_own():
-    rows = report.rows({"speedup_b1_p25": 0.7, "speedup_b1_p75": 0.8, "x": 1.0, "x_min": 0.5})
+    records = {"speedup_b1_p25": 0.7, "speedup_b1_p75": 0.8, "x": 1.0, "x_min": 0.5}
+    rows = report.record_rows(records)
     assert [name for name, _, _ in rows] == ["speedup_b1_p25", "speedup_b1_p75", "x", "x_min"]
     assert rows[2][1] == "1"
 
 
 def test_missing_values_are_left_out():
-    assert report.rows({"a": "", "b": None, "fp32_acc": 0.5}) == [("fp32_acc", "50.0%", True)]
+    rows = report.record_rows({"a": "", "b": None, "fp32_acc": 0.5})
+    assert rows == [("fp32_acc", "50.0%", True)]
     assert report.record_table({"a": ""}) == "<p>no records</p>"
 
 
