@@ -173,3 +173,19 @@ def test_10_one_engine_small_batches(tmp_path):
     assert 3.0 < records["size_ratio_mobilenet_v2"] < 4.0
     assert 3.5 < records["size_ratio_plain_cnn"] < 4.0
     assert "speedup_resnet18_b8" not in records and "speedup_cnn_b256" not in records
+
+
+def test_04_fewer_digits_other_seed(tmp_path):
+    records = run(
+        tmp_path,
+        "04_integer_arithmetic.ipynb",
+        test_images=200,
+        n_accumulators=50_000,
+        seed=1,
+    )
+    assert records["test_images"] == 200
+    assert records["integer_model_mismatches"] == 0
+    assert records["claims_failed"] == 0 and records["claims_checked"] >= 4
+    assert 0 <= records["fixed_point_mismatches"] <= 200 * 10
+    assert records["saturating_pairs_7bit"] == 0 < records["saturating_pairs_8bit"]
+    assert records["bn_fold_max_weight_diff"] < 1e-6
