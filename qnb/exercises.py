@@ -441,7 +441,7 @@ def check_float_functional(model_class: type) -> None:
             f"the int8 model's output is {gap:.0%} off the float one: is the skip "
             "connection adding the right tensors?",
         )
-    _passed(name, f"the add quantizes to {adds[0]}; output within {gap:.1%} of float")
+    _passed(name, f"quantizes to {adds[0]}; output within {gap:.1%} of float")
 
 
 @_needs_answer
