@@ -45,9 +45,11 @@ rounded bias tips ``v * M`` over a half.
 On CPUs with AVX-512 VNNI, PyTorch's x86 engine runs symmetric-weight convolutions with
 ``groups <= 100`` on oneDNN instead of FBGEMM (``should_use_onednn_quant`` in PyTorch's
 OnednnUtils.h; :func:`torch_conv_requantization`). oneDNN orders the same float32 operations
-differently: ``v = float32(acc) * a + bias``, then ``nearbyint(v / s_y + z_y)``, the zero
-point added before rounding (``requantization="onednn"``). The two agree except where the
-result lands within a float32 rounding of a half (or on a half, with an odd zero point).
+differently: ``v = float32(acc) * s_x * s_w + bias`` (two products), then
+``nearbyint(v * float32(1 / s_y) + z_y)``, the zero point added before rounding
+(``requantization="onednn"``; found by testing against the kernel, see
+tests/unit/test_integer.py). The two agree except where the result lands within a float32
+rounding of a half (or on a half, with an odd zero point).
 :func:`fold_bn` is batch-norm folding as ``torch.ao.quantization.fuse_modules`` does it."""
 
 from __future__ import annotations
@@ -466,12 +468,15 @@ def _output(acc, x_qp, w_qp, bias, y_qp, relu, requantization, channel_axis) -> 
                 b = bias * F32(1.0 / np.float64(a))
             v = v + np.asarray(b, F32).reshape(shape)
         return requantize(v, np.broadcast_to(m, (channels,)).reshape(shape), z_y, **limits)
-    if requantization == "onednn":  # oneDNN: dequantize, add the bias, divide by s_y
-        v = acc.astype(F32) * a.reshape(shape) if w_qp.per_channel else acc.astype(F32) * a
+    if requantization == "onednn":  # oneDNN: dequantize, add the bias, times 1 / s_y
+        # src and weight scales applied one after the other (not their product), in float32
+        s_w = np.asarray(w_qp.scale, F32)
+        v = (acc.astype(F32) * F32(x_qp.scale)) * (s_w.reshape(shape) if s_w.ndim else s_w)
         if bias is not None:
             v = v + bias.reshape(shape)
+        inv_y = F32(1.0 / float(y_qp.scale))  # PyTorch passes 1 / output_scale to oneDNN
         # the zero point is added in float32 *before* rounding (FBGEMM adds it after)
-        q = np.rint(np.asarray(v / F32(y_qp.scale) + F32(z_y), F32)).astype(np.int64)
+        q = np.rint(np.asarray(v * inv_y + F32(z_y), F32)).astype(np.int64)
         low = z_y if relu else int(y_qp.qmin)
         return np.clip(q, max(low, int(y_qp.qmin)), int(y_qp.qmax))
     if requantization == "int32_bias":  # qnnpack: bias rounded to int32, float multiplier
@@ -507,7 +512,7 @@ def linear(
     or per-channel `w_qp`; `bias` (C,) float32 or None; output codes (..., C) as int64 with
     per-tensor `y_qp`. `requantization`: ``"float"`` (x86/FBGEMM: float32 bias added after
     dividing by ``s_x s_w``, float32 multiplier), ``"onednn"`` (x86 convolutions on VNNI
-    CPUs: ``round((acc * s_x s_w + bias) / s_y + z_y)`` in float32), ``"int32_bias"``
+    CPUs: ``round((acc * s_x * s_w + bias) / s_y + z_y)`` in float32), ``"int32_bias"``
     (qnnpack: the bias rounded to int32 at scale ``s_x s_w`` first, float32 multiplier) or
     ``"fixed_point"`` (int32 bias, :func:`fixed_point_multiplier`, no float at all).
     """

@@ -460,7 +460,8 @@ XC, WC = np.zeros((1, 2, 5, 5), np.int64), np.ones((4, 2, 3, 3), np.int64)
         (
             lambda: integer.linear(X, X_QP, W, W_QP, B, Y_QP, requantization="int8"),
             ValueError,
-            "requantization must be one of 'float', 'onednn', 'int32_bias', 'fixed_point'; got 'int8'",
+            "requantization must be one of 'float', 'onednn', 'int32_bias', 'fixed_point'; "
+            "got 'int8'",
         ),
         (
             lambda: integer.linear(X, X_QP, W, W_QP, B, Y_QP, relu=1),
@@ -560,3 +561,26 @@ XC, WC = np.zeros((1, 2, 5, 5), np.int64), np.ones((4, 2, 3, 3), np.int64)
 def test_bad_input_gets_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_onednn_applies_the_two_scales_one_after_the_other(torch_state):
+    """Found by hypothesis: 150 * 91 = 13650 at s_x = s_w = 0.05, s_y = 0.25 is 136.5 exactly.
+    FBGEMM's float32 M = 0.0100000007 gives 136.50001 -> 137; oneDNN's (acc * s_x) * s_w stays
+    on 136.5 -> 136 (half to even)."""
+    x = torch._make_per_tensor_quantized_tensor(
+        torch.full((1, 1, 1, 1), 150, dtype=torch.uint8), 0.05, 0
+    )
+    w = torch.quantize_per_tensor(torch.full((1, 1, 1, 1), 4.55), 0.05, 0, torch.qint8)
+    case = {
+        "x_q": x,
+        "w_q": w,
+        "bias": None,
+        "s_y": 0.25,
+        "y_zp": 0,
+        "relu": False,
+        "groups": 1,
+        "stride": (1, 1),
+        "padding": (0, 0),
+    }
+    assert ours(case, True, "float").item() == torch_layer(case, True, "fbgemm").item() == 137
+    assert ours(case, True, "onednn").item() == torch_layer(case, True, "onednn").item() == 136
