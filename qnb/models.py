@@ -254,6 +254,19 @@ def train(
     the same machine (the global RNG is left untouched). `model.history` gets one dict per
     epoch: `epoch`, mean train `loss`, `train_acc` (and `eval_acc` on `eval_loader` if given).
     `progress`: None shows a bar in notebooks and terminals, True/False force it on/off.
+
+    Why a model trained on another machine differs (measured on a 2-core AMD EPYC with AVX-512,
+    torch 2.14.1, `TRAINING` defaults, seed 0): the data order, the shifts and the initial
+    weights come from seeded generators and do not depend on the thread count, and the forward
+    pass gives bit-identical logits with 1 and 2 threads. The weight gradients do not: oneDNN's
+    conv weight gradient and MKL's matrix product for the linear weight gradient split their
+    sums over threads, so one batch's gradients differ by 1e-7..1e-4 (relative), also under
+    `torch.use_deterministic_algorithms(True)`. With a fixed thread count, training repeats bit
+    for bit; 1 vs 2 threads ends 20 epochs later in other weights: PlainCNN 97.4% vs 97.0% test
+    accuracy (4 of the 1,000 test predictions differ), DepthwiseCNN 96.7% vs 97.3% (22 differ).
+    AVX2 kernels instead of AVX-512 (2 threads) give PlainCNN 97.5%. Seeds 0-2 (2 threads) give
+    PlainCNN 97.0-97.7% (16-20 predictions differ between two seeds): a machine is another
+    sample of about the seed-to-seed size, so compare over seeds, never one trained model.
     """
     model = _check_model(model)
     epochs = _check_int("epochs", epochs, 1)
