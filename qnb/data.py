@@ -32,8 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from qnb.checks import check_bool as _check_bool
-from qnb.checks import check_int as _check_int
+from qnb.checks import check_bool, check_int
 
 __all__ = [
     "DATA_DIR",
@@ -71,7 +70,7 @@ def _root(root: str | os.PathLike[str] | None) -> Path:
 
 def mnist(train: bool = True, root: str | os.PathLike[str] | None = None) -> MNIST:
     """The train or test split as `torchvision.datasets.MNIST` (ToTensor + Normalize)."""
-    _check_bool("train", train)
+    check_bool("train", train)
     path = _root(root)
     missing = [f for f in FILES if not (path / "MNIST" / "raw" / f).is_file()]
     if missing:
@@ -134,7 +133,7 @@ def tensors(
 
     The tensors are shared between calls: do not modify them in place.
     """
-    return _split(_root(root), "train" if _check_bool("train", train) else "test")
+    return _split(_root(root), "train" if check_bool("train", train) else "test")
 
 
 def validation_tensors(
@@ -161,7 +160,7 @@ def _loader(
 def _limited(split: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = _split(_root(None), split)
     if limit is not None:
-        limit = _check_int("limit", limit, 1, len(labels))
+        limit = check_int("limit", limit, 1, len(labels))
     return images[:limit], labels[:limit]
 
 
@@ -173,31 +172,31 @@ def train_loader(
 
     Shuffling uses a generator seeded with `seed`: two loaders built alike give the same order.
     """
-    batch_size = _check_int("batch_size", batch_size)
-    seed = _check_int("seed", seed, 0)
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, 0)
     images, labels = _limited("train", limit)
-    return _loader(images, labels, batch_size, seed if _check_bool("shuffle", shuffle) else None)
+    return _loader(images, labels, batch_size, seed if check_bool("shuffle", shuffle) else None)
 
 
 def test_loader(batch_size: int = 256, limit: int | None = None) -> DataLoader:
     """Batches of (images, labels) from the test split (or its first `limit`), in file order."""
-    batch_size = _check_int("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size)
     return _loader(*_limited("test", limit), batch_size)
 
 
 def validation_loader(batch_size: int = 256, limit: int | None = None) -> DataLoader:
     """Batches of (images, labels) from the validation split (or its first `limit`), in file
     order. Make choices on these digits; report on the test split."""
-    batch_size = _check_int("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size)
     return _loader(*_limited("validation", limit), batch_size)
 
 
 def calibration_loader(n_images: int = 256, batch_size: int = 32, seed: int = 0) -> DataLoader:
     """A fixed random subset of `n_images` images of the train split (never validation or
     test digits), chosen with `seed`, in a fixed order."""
-    batch_size = _check_int("batch_size", batch_size)
-    seed = _check_int("seed", seed, 0)
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, 0)
     images, labels = tensors(True)
-    n_images = _check_int("n_images", n_images, 1, len(labels))
+    n_images = check_int("n_images", n_images, 1, len(labels))
     pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n_images]
     return _loader(images[pick], labels[pick], batch_size)

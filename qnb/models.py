@@ -36,9 +36,9 @@ from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub
 
 from qnb import data
-from qnb.checks import check_int as _check_int
-from qnb.progress import check_enabled as _check_progress
-from qnb.progress import optional as _progress
+from qnb.checks import check_int
+from qnb.progress import check_enabled as check_progress
+from qnb.progress import optional as optional_progress
 
 __all__ = [
     "MODELS",
@@ -227,7 +227,7 @@ def build(name: str, *, seed: int | None = None) -> nn.Module:
     cls = MODELS[_check_name(name)]
     if seed is None:
         return cls()
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cls()
@@ -269,10 +269,10 @@ def train(
     sample of about the seed-to-seed size, so compare over seeds, never one trained model.
     """
     model = _check_model(model)
-    epochs = _check_int("epochs", epochs, 1)
+    epochs = check_int("epochs", epochs, 1)
     lr = _check_lr(lr)
-    shift = _check_int("shift", shift, 0, 8)
-    progress = _check_progress(progress)
+    shift = check_int("shift", shift, 0, 8)
+    progress = check_progress(progress)
     loader = data.train_loader(batch_size, seed=seed, limit=limit)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -284,7 +284,7 @@ def train(
         opt = torch.optim.Adam(params, lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
         loss_fn = nn.CrossEntropyLoss()
-        bar = _progress(range(epochs), progress, desc=f"training {type(model).__name__}")
+        bar = optional_progress(range(epochs), progress, desc=f"training {type(model).__name__}")
         for epoch in bar:
             model.train()
             total_loss, correct, seen = 0.0, 0, 0
@@ -386,8 +386,8 @@ def cache_path(
 ) -> Path:
     """The file `pretrained(name, ...)` reads and writes (it need not exist yet)."""
     name = _check_name(name)
-    epochs = _check_int("epochs", TRAINING[name]["epochs"] if epochs is None else epochs, 1)
-    seed = _check_int("seed", seed, 0)
+    epochs = check_int("epochs", TRAINING[name]["epochs"] if epochs is None else epochs, 1)
+    seed = check_int("seed", seed, 0)
     config = _config(name, epochs, seed)
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     version = re.sub(r"[^A-Za-z0-9.]+", "_", torch.__version__)
@@ -455,7 +455,7 @@ def pretrained(
     replaced, with a warning. `model.history` holds the per-epoch training history.
     """
     path = cache_path(name, epochs=epochs, seed=seed, cache_dir=cache_dir)
-    progress = _check_progress(progress)
+    progress = check_progress(progress)
     model = _load(path, name)
     if model is not None:
         return model
