@@ -86,6 +86,8 @@ def number(name: str, value) -> str:
 
 
 def _split_unit(name: str, value) -> tuple[str, str]:
+    if value is None:  # recorded as None: the run could not measure it (an x86-only figure)
+        return "not measured", ""
     if not _is_number(value):
         return str(value), ""
     if _matches(name, _PERCENT) and 0 <= value <= 1:
@@ -99,8 +101,9 @@ def _split_unit(name: str, value) -> tuple[str, str]:
 
 def record_rows(records: dict) -> list[tuple[str, str, bool]]:
     """`(name, shown value, is headline)` for one run's records: headline records first, each
-    with its spread companions (see the module docstring) folded into its value."""
-    present = {k: v for k, v in records.items() if v not in ("", None)}
+    with its spread companions (see the module docstring) folded into its value. A record the
+    run does not have ("") is left out; one recorded as None reads "not measured"."""
+    present = {k: v for k, v in records.items() if v != ""}
     folded: set[str] = set()
     shown: dict[str, str] = {}
     for name, value in present.items():
@@ -118,7 +121,7 @@ def record_rows(records: dict) -> list[tuple[str, str, bool]]:
 
 def record_table(records: dict) -> str:
     """One run's records as a vertical name/value HTML table, headline records first."""
-    if not any(v not in ("", None) for v in records.values()):
+    if all(v == "" for v in records.values()):
         return "<p>no records</p>"
     body = []
     for name, text, headline in record_rows(records):
@@ -232,7 +235,8 @@ def _runs_table(rows: list[dict], params: list[str]) -> str:
         cells += [_status(r), _seconds(r)]
         if claims:
             n = r.get("claims_failed")
-            cells.append(f'<span class="failed">{n}</span>' if _is_number(n) and n else _show(n))
+            shown = "" if n in ("", None) else html.escape(_show(n))
+            cells.append(f'<span class="failed">{n}</span>' if _is_number(n) and n else shown)
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>"

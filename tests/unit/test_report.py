@@ -122,10 +122,12 @@ def test_a_spread_without_its_record_or_half_a_pair_stays_on_rows_of_its_own():
     assert rows[2][1] == "1"
 
 
-def test_missing_values_are_left_out():
-    rows = report.record_rows({"a": "", "b": None, "fp32_acc": 0.5})
-    assert rows == [("fp32_acc", "50.0%", True)]
+def test_missing_values_are_left_out_and_none_is_not_measured():
+    rows = report.record_rows({"a": "", "int8_acc_x86": None, "fp32_acc": 0.5})
+    assert rows == [("int8_acc_x86", "not measured", True), ("fp32_acc", "50.0%", True)]
     assert report.record_table({"a": ""}) == "<p>no records</p>"
+    spread = {"speedup": None, "speedup_p25": 1.0, "speedup_p75": 2.0}  # nothing to fold into
+    assert [r[1] for r in report.record_rows(spread)] == ["not measured", "1.00x", "2.00x"]
 
 
 def test_record_table_is_vertical_escaped_and_marks_failed_claims():
