@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
+from qnb import files
 from qnb.checks import check_bool, check_int
 
 __all__ = [
@@ -50,7 +51,7 @@ __all__ = [
     "calibration_loader",
 ]
 
-DATA_DIR = Path(os.environ.get("QNB_DATA") or Path(__file__).resolve().parent.parent / "data")
+DATA_DIR = Path(os.environ.get("QNB_DATA") or files.REPO / "data")
 MEAN, STD = 0.1307, 0.3081
 TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
 FILES = (

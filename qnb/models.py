@@ -21,21 +21,19 @@ the training data and the torch version.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import math
-import numbers
 import os
 import re
-import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub
 
-from qnb import data
+from qnb import checks, data, files
 from qnb.checks import check_int
 from qnb.progress import check_enabled as check_progress
 from qnb.progress import optional as optional_progress
@@ -48,14 +46,16 @@ __all__ = [
     "LSTMClassifier",
     "build",
     "train",
+    "random_shift",
+    "TRAIN_THREADS",
     "evaluate",
     "predict",
     "pretrained",
     "cache_path",
 ]
 
-REPO = Path(__file__).resolve().parent.parent
-TRAIN_VERSION = 1  # bump when the training procedure changes, so old cache files are not reused
+TRAIN_VERSION = 2  # bump when the training procedure changes, so old cache files are not reused
+TRAIN_THREADS = 1  # training runs on one thread: the same weights on any core count (see train)
 
 
 class PlainCNN(nn.Module):
@@ -191,20 +191,6 @@ def _check_name(name: object) -> str:
     return name
 
 
-def _check_lr(lr: object) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"lr must be a finite number > 0, got {lr!r} ({type(lr).__name__})")
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    return float(lr)
-
-
-def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
 def _shifted(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
     """Each image moved by a random (dy, dx) in -shift..shift, filled with the background."""
     if shift == 0:
@@ -216,6 +202,14 @@ def _shifted(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Te
     return torch.stack(
         [p[:, y : y + h, x : x + w] for p, (y, x) in zip(padded, offsets, strict=True)]
     )
+
+
+def random_shift(shift: int = 2) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The training augmentation as a function `augment(images, generator)`: each MNIST image
+    moved by a random (dy, dx) in -shift..shift pixels, filled with the background (for
+    `qnb.qat.qat(..., augment=random_shift(2))`; `train` uses the same)."""
+    shift = check_int("shift", shift, 0, 8)
+    return lambda images, gen: _shifted(images, shift, gen)
 
 
 # --- building, training, evaluating --------------------------------------------------------
@@ -267,10 +261,14 @@ def train(
     AVX2 kernels instead of AVX-512 (2 threads) give PlainCNN 97.5%. Seeds 0-2 (2 threads) give
     PlainCNN 97.0-97.7% (16-20 predictions differ between two seeds): a machine is another
     sample of about the seed-to-seed size, so compare over seeds, never one trained model.
+    So training runs on `TRAIN_THREADS` (1) threads whatever the machine has (restored after):
+    the same weights on any core count with the same instruction set (about 1.6x slower on 2
+    idle cores, much faster than 2 threads on a loaded machine); another CPU family is still
+    another sample.
     """
-    model = _check_model(model)
+    model = checks.check_model(model)
     epochs = check_int("epochs", epochs, 1)
-    lr = _check_lr(lr)
+    lr = checks.check_positive("lr", lr)
     shift = check_int("shift", shift, 0, 8)
     progress = check_progress(progress)
     loader = data.train_loader(batch_size, seed=seed, limit=limit)
@@ -278,6 +276,30 @@ def train(
     if not params:
         raise ValueError("model must have trainable parameters, got none")
     history = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        _epochs(
+            model,
+            loader,
+            params,
+            history,
+            epochs=epochs,
+            lr=lr,
+            shift=shift,
+            seed=seed,
+            eval_loader=eval_loader,
+            progress=progress,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    model.history = history
+    return model
+
+
+def _epochs(model, loader, params, history, *, epochs, lr, shift, seed, eval_loader, progress):
+    """The training loop of `train` (seeded, on the calling thread setting)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
@@ -304,9 +326,6 @@ def train(
             history.append(row)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
-    model.eval()
-    model.history = history
-    return model
 
 
 def predict(model: nn.Module, loader: Iterable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +333,7 @@ def predict(model: nn.Module, loader: Iterable | None = None) -> tuple[torch.Ten
     `loader`'s (images, labels) batches; the test split by default. For paired comparisons of
     two models on the same digits (see `qnb.stats`). The model runs in eval mode; its mode is
     restored."""
-    model = _check_model(model)
+    model = checks.check_model(model)
     loader = data.test_loader() if loader is None else loader
     was_training = model.training
     model.eval()
@@ -352,7 +371,7 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
     root = os.environ.get("QNB_CACHE")
-    return (Path(root) if root else REPO / ".cache") / "models"
+    return (Path(root) if root else files.REPO / ".cache") / "models"
 
 
 def _data_digest() -> str:
@@ -420,18 +439,12 @@ def _load(path: Path, name: str) -> nn.Module | None:
 
 
 def _save(model: nn.Module, path: Path) -> None:
-    """Write the weights atomically (tmp file + os.replace); warn, don't fail, if impossible."""
+    """Write the weights atomically; warn, don't fail, if that is impossible."""
+    buffer = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "history": model.history}, buffer)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({"state_dict": model.state_dict(), "history": model.history}, f)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is fine to share
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        files.write_atomic(path, buffer.getvalue())
     except OSError as exc:
         warnings.warn(
             f"could not cache weights at {str(path)!r} ({exc})", RuntimeWarning, stacklevel=3
