@@ -106,5 +106,10 @@ def test_kernel_is_this_environment_and_reports_it(lab_server, kernel):
     assert lines["executable"] == sys.executable, "the kernel is not this environment's Python"
     assert "quantized_engines" in lines and "x86" in lines["quantized_engines"], out
     assert lines["notebook_bar"] == "True", "progress bars in the lab should be notebook widgets"
-    status = lab_server.api("GET", f"api/kernels/{kernel['id']}")
-    assert status["execution_state"] == "idle"
+    # the server hears "idle" from the kernel a moment after our websocket does
+    deadline = time.monotonic() + 20
+    while (state := lab_server.api("GET", f"api/kernels/{kernel['id']}")["execution_state"]) != (
+        "idle"
+    ) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert state == "idle"
