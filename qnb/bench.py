@@ -3,9 +3,12 @@
 `compare({"fp32": model, "int8": qmodel}, example)` times every model on the same input in one
 process: warm-up runs, then `repeats` timed samples taken round-robin (the order reverses every
 round, so slow drift of the machine hits every model alike), with the thread count and the
-quantized engine set for the measurement and restored after. It reports per model the median
-time per call with its spread (p25-p75, min), the speedup over the baseline as a ratio, and the
-serialized size. The result prints its conditions (threads, engine, batch, torch, CPU and its
+quantized engine set for the measurement and restored after. The engine may differ per model
+(`engine={"int8 x86": "x86", "int8 qnnpack": "qnnpack"}`): it is set before each model's calls,
+so one fp32 baseline is timed once, interleaved with the int8 model of every engine. It reports
+per model the median time per call with its spread (p25-p75, min), the speedup over the
+baseline as a ratio of medians with the p25-p75 of the per-round paired ratios (`paired`), and
+the serialized size. The result prints its conditions (threads, engine, batch, torch, CPU and its
 int8 features) above the table, so a figure shown in a notebook never loses them.
 
 A model that still holds observers or fake-quant modules is refused (`check_deployable`): it
@@ -38,6 +41,7 @@ from qnb.simulate import FakeQuant
 __all__ = [
     "BenchResult",
     "Row",
+    "Speedup",
     "check_deployable",
     "compare",
     "serialized_size",
@@ -49,6 +53,7 @@ MIN_SAMPLE_NS = 1_000_000  # with inner=None, each timed sample lasts at least ~
 MAX_INNER = 10_000  # ... but never more calls per sample than this
 
 Example = torch.Tensor | Callable[[nn.Module], object]
+Engines = str | Mapping[str, str] | None
 
 
 # --- what may be timed ----------------------------------------------------------------------
@@ -125,6 +130,7 @@ class Row:
     times_ms: list[float]
     calls_per_sample: int
     size_bytes: int | None = None
+    engine: str | None = None  # the quantized engine set while this model ran
 
     def quantile(self, q: float) -> float:
         return float(np.quantile(self.times_ms, q))
@@ -132,6 +138,18 @@ class Row:
     @property
     def median_ms(self) -> float:
         return self.quantile(0.5)
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """A speedup (ratio of median times) and the p25-p75 of the per-round paired ratios."""
+
+    value: float
+    p25: float
+    p75: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.2f}x (IQR {self.p25:.2f}-{self.p75:.2f})"
 
 
 @dataclass(repr=False)
@@ -153,6 +171,14 @@ class BenchResult:
         """Baseline median time / median time of model `name` (> 1: faster than baseline)."""
         return self._row(self.baseline).median_ms / self._row(name).median_ms
 
+    def paired(self, name: str, baseline: str | None = None) -> Speedup:
+        """Model `name` against `baseline` (None: the result's baseline): the ratio of their
+        median times and the p25-p75 of the ratios of the samples taken in the same round."""
+        base, row = self._row(self.baseline if baseline is None else baseline), self._row(name)
+        ratios = np.asarray(base.times_ms) / np.asarray(row.times_ms)
+        p25, p75 = np.quantile(ratios, [0.25, 0.75])
+        return Speedup(base.median_ms / row.median_ms, float(p25), float(p75))
+
     def median_ms(self, name: str) -> float:
         """Median time per call of model `name`, in milliseconds."""
         return self._row(name).median_ms
@@ -163,22 +189,23 @@ class BenchResult:
         return dict(self.conditions)
 
     def table(self) -> pd.DataFrame:
-        """One row per model: median, p25, p75 and min ms per call, speedup over the baseline
-        (with p25-p75 of the per-round paired ratios), size in bytes, calls per sample."""
-        base = self._row(self.baseline)
+        """One row per model: the engine it ran under, median, p25, p75 and min ms per call,
+        speedup over the baseline (with p25-p75 of the per-round paired ratios), size in
+        bytes, calls per sample."""
         records = []
         for row in self.rows:
-            paired = np.asarray(base.times_ms) / np.asarray(row.times_ms)
+            speedup = self.paired(row.name)
             records.append(
                 {
                     "model": row.name,
+                    "engine": row.engine,
                     "median_ms": row.median_ms,
                     "p25_ms": row.quantile(0.25),
                     "p75_ms": row.quantile(0.75),
                     "min_ms": min(row.times_ms),
-                    "speedup": self.speedup(row.name),
-                    "speedup_p25": float(np.quantile(paired, 0.25)),
-                    "speedup_p75": float(np.quantile(paired, 0.75)),
+                    "speedup": speedup.value,
+                    "speedup_p25": speedup.p25,
+                    "speedup_p75": speedup.p75,
                     "size_bytes": row.size_bytes,
                     "calls_per_sample": row.calls_per_sample,
                 }
@@ -190,8 +217,10 @@ class BenchResult:
         c = self.conditions
         batch = "batch ?" if c.get("batch") is None else f"batch {c['batch']}"
         features = ", ".join(c.get("cpu_features") or []) or "no AVX2/AVX-512 int8 features"
+        engine = c.get("engine")
+        engine = "engine per model" if isinstance(engine, dict) else f"{engine} engine"
         return (
-            f"{c.get('engine')} engine, {c.get('threads')} thread(s) of {c.get('cores')} cores "
+            f"{engine}, {c.get('threads')} thread(s) of {c.get('cores')} cores "
             f"(load {c.get('load_1min', '?')}), "
             f"{batch}, torch {c.get('torch')}, {c.get('cpu')} ({features}; int8 peak "
             f"{c.get('int8_peak_ratio')}x fp32); {c.get('warmup')} warm-up + {c.get('repeats')} "
@@ -257,6 +286,25 @@ def _check_engine(engine: object) -> str | None:
         raise ValueError(f"{error}; None here keeps the current engine") from None
 
 
+def _check_engines(engine: object, names: list[str]) -> dict[str, str]:
+    """The engine each model runs under: one for all, one per named model (the others keep
+    the current engine), or the current one everywhere (None)."""
+    current = torch.backends.quantized.engine
+    if engine is None or isinstance(engine, str):
+        one = _check_engine(engine) or current
+        return dict.fromkeys(names, one)
+    if not isinstance(engine, Mapping):
+        raise TypeError(
+            "engine must be None, an engine name or a dict of model name -> engine, "
+            f"got {type(engine).__name__}"
+        )
+    unknown = [key for key in engine if key not in names]
+    if unknown:
+        known = ", ".join(map(repr, names))
+        raise ValueError(f"engine names model {unknown[0]!r}, which is not one of {known}")
+    return {name: _check_engine(engine.get(name)) or current for name in names}
+
+
 def _check_threads(threads: object) -> int | None:
     if threads is None:
         return None
@@ -286,27 +334,36 @@ def _rounds(names: list[str], repeats: int) -> Iterable[list[str]]:
 
 def _measure(
     models: dict[str, nn.Module],
+    engines: dict[str, str],
     run: Callable[[nn.Module], object],
     warmup: int,
     repeats: int,
     inner: int | None,
     progress: bool | None,
 ) -> dict[str, tuple[list[float], int]]:
-    """Per model: the timed samples in ms per call, and the calls per sample."""
+    """Per model: the timed samples in ms per call, and the calls per sample. Each model's
+    engine is set before its calls (outside the timed span)."""
     names = list(models)
     current = names[0]
+
+    def select(name: str) -> nn.Module:
+        if torch.backends.quantized.engine != engines[name]:
+            torch.backends.quantized.engine = engines[name]
+        return models[name]
+
     try:
         for order in _rounds(names, warmup):
             for current in order:
-                run(models[current])
+                run(select(current))
         calls = {}
         for current in names:
-            calls[current] = inner or _calls_per_sample(run, models[current])
+            calls[current] = inner or _calls_per_sample(run, select(current))
         times: dict[str, list[float]] = {name: [] for name in names}
         rounds = bars.optional(_rounds(names, repeats), progress, desc="timing", total=repeats)
         for order in rounds:
             for current in order:
-                ns = _sample_ns(run, models[current], calls[current])
+                model = select(current)
+                ns = _sample_ns(run, model, calls[current])
                 times[current].append(ns / calls[current] / 1e6)
     except Exception as exc:
         exc.add_note(f"(raised while qnb.bench.compare ran model {current!r})")
@@ -322,7 +379,7 @@ def compare(
     warmup: int = 3,
     repeats: int = 20,
     threads: int | None = None,
-    engine: str | None = None,
+    engine: Engines = None,
     inner: int | None = None,
     progress: bool | None = None,
 ) -> BenchResult:
@@ -333,10 +390,12 @@ def compare(
     model gets `warmup` untimed calls, then `repeats` timed samples, taken round-robin in an
     order that reverses every round, under `torch.inference_mode()`. A sample is `inner`
     calls (None: enough calls that a sample lasts >= 1 ms, sized by up to 3 extra calls) and is
-    reported as ms per call. `threads` (1..cores; None: the current count) and `engine` (a
-    quantized engine; None: the current one; it should be the engine the int8 models were
-    converted with) hold for the measurement only and are restored after, also on error.
-    `speedup` is the median time of `baseline` (default: the first model) over each model's.
+    reported as ms per call. `threads` (1..cores; None: the current count) and `engine` hold
+    for the measurement only and are restored after, also on error. `engine` is a quantized
+    engine for every model, or a dict of model name -> engine (set before each of that model's
+    calls; models it does not name keep the current engine), or None (the current engine): each
+    int8 model must run under the engine it was converted with. `speedup` is the median time
+    of `baseline` (default: the first model) over each model's; `paired` adds its spread.
     Models holding observers or fake-quant modules, or in training mode, are refused.
 
     Taught in notebook 05 (static_ptq).
@@ -351,7 +410,7 @@ def compare(
     repeats = checks.check_int("repeats", repeats, 1)
     inner = None if inner is None else checks.check_int("inner", inner, 1, MAX_INNER)
     threads = _check_threads(threads)
-    engine = _check_engine(engine)
+    engines = _check_engines(engine, list(models))
     progress = bars.check_enabled(progress)
 
     sizes = {name: serialized_size(model) for name, model in models.items()}
@@ -361,22 +420,21 @@ def compare(
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        if engine is not None:
-            torch.backends.quantized.engine = engine
         info = env.report()
         gc.disable()
         with torch.inference_mode():
-            measured = _measure(models, run, warmup, repeats, inner, progress)
+            measured = _measure(models, engines, run, warmup, repeats, inner, progress)
     finally:
         if gc_was_enabled:
             gc.enable()
         torch.set_num_threads(old_threads)
         torch.backends.quantized.engine = old_engine
 
-    rows = [Row(n, times, calls, sizes[n]) for n, (times, calls) in measured.items()]
+    rows = [Row(n, t, calls, sizes[n], engines[n]) for n, (t, calls) in measured.items()]
+    one_engine = len(set(engines.values())) == 1
     conditions = {
         "threads": info["threads"],
-        "engine": info["quantized_engine"],
+        "engine": next(iter(engines.values())) if one_engine else dict(engines),
         "batch": batch,
         "torch": info["torch"],
         "cpu": info["cpu"],
@@ -401,17 +459,22 @@ def speedups(
     repeats: int = 20,
     progress: bool | None = None,
 ) -> pd.DataFrame:
-    """`compare(fp32, int8)` at every engine x thread count x input: one row each.
+    """fp32 against the int8 model of every engine, at every thread count x input: one row per
+    engine x thread count x batch.
 
     `int8` maps each engine to the int8 model converted for it; `inputs` holds one input batch
-    per batch size. Rows: engine, threads, batch, fp32_ms, int8_ms (medians), speedup (with
-    the p25-p75 of its paired ratios), fp32_bytes, int8_bytes, load_1min.
+    per batch size. At each thread count and input, one `compare` call times fp32 once,
+    round-robin with every engine's int8 model (each under its own engine), so all engines of
+    a setting share one fp32 baseline and its samples. Rows: engine, threads, batch, fp32_ms,
+    int8_ms (medians), speedup (ratio of medians, with the p25-p75 of its paired ratios),
+    fp32_bytes, int8_bytes, load_1min.
 
-    Taught in notebook 10 (cpu_deployment).
+    Taught in notebooks 05 (static_ptq) and 10 (cpu_deployment).
     """
     if not isinstance(int8, Mapping) or not int8:
         raise TypeError(f"int8 must be a non-empty dict of engine -> int8 model, got {int8!r}")
-    _check_models({"fp32": fp32, **{f"int8[{e}]": m for e, m in int8.items()}})
+    named = {f"int8[{e}]": m for e, m in int8.items()}
+    _check_models({"fp32": fp32, **named})
     for engine in int8:
         _check_engine(engine)
     if isinstance(inputs, torch.Tensor) or not isinstance(inputs, Iterable):
@@ -424,32 +487,36 @@ def speedups(
     inputs, threads = list(inputs), [_check_threads(t) for t in threads]
     if not inputs or not threads:
         raise ValueError("inputs and threads must each hold at least one value")
-    grid = [(e, t, x) for e in int8 for t in threads for x in inputs]
+    engines = {f"int8[{e}]": e for e in int8}
+    grid = [(n, x) for n in threads for x in inputs]
     rows = []
-    for engine, n, x in bars.optional(grid, bars.check_enabled(progress), desc="fp32 vs int8"):
+    for n, x in bars.optional(grid, bars.check_enabled(progress), desc="fp32 vs int8"):
         result = compare(
-            {"fp32": fp32, "int8": int8[engine]},
+            {"fp32": fp32, **named},
             x,
             threads=n,
-            engine=engine,
+            engine=engines,
             warmup=warmup,
             repeats=repeats,
             progress=False,
         )
         table = result.table()
-        rows.append(
-            {
-                "engine": engine,
-                "threads": n,
-                "batch": result.conditions["batch"],
-                "fp32_ms": table.at["fp32", "median_ms"],
-                "int8_ms": table.at["int8", "median_ms"],
-                "speedup": table.at["int8", "speedup"],
-                "speedup_p25": table.at["int8", "speedup_p25"],
-                "speedup_p75": table.at["int8", "speedup_p75"],
-                "fp32_bytes": table.at["fp32", "size_bytes"],
-                "int8_bytes": table.at["int8", "size_bytes"],
-                "load_1min": result.conditions["load_1min"],
-            }
-        )
+        for engine in int8:
+            name = f"int8[{engine}]"
+            rows.append(
+                {
+                    "engine": engine,
+                    "threads": n,
+                    "batch": result.conditions["batch"],
+                    "fp32_ms": table.at["fp32", "median_ms"],
+                    "int8_ms": table.at[name, "median_ms"],
+                    "speedup": table.at[name, "speedup"],
+                    "speedup_p25": table.at[name, "speedup_p25"],
+                    "speedup_p75": table.at[name, "speedup_p75"],
+                    "fp32_bytes": table.at["fp32", "size_bytes"],
+                    "int8_bytes": table.at[name, "size_bytes"],
+                    "load_1min": result.conditions["load_1min"],
+                }
+            )
+    rows.sort(key=lambda row: list(int8).index(row["engine"]))  # stable: engine, then setting
     return pd.DataFrame.from_records(rows)

@@ -240,11 +240,103 @@ def test_speedups_times_every_engine_thread_count_and_batch():
     table = bench.speedups(fp32, int8, [X[:1], X], threads=threads, warmup=0, repeats=2)
     assert len(table) == 2 * len(threads) * 2
     assert list(table.columns[:3]) == ["engine", "threads", "batch"]
+    assert list(table.engine) == ["x86"] * (2 * len(threads)) + ["onednn"] * (2 * len(threads))
     assert table.groupby(["engine", "threads", "batch"]).size().eq(1).all()
     assert set(int8["x86"].seen) == {(t, "x86") for t in threads}
     assert set(int8["onednn"].seen) == {(t, "onednn") for t in threads}
     assert (table.speedup == table.fp32_ms / table.int8_ms).all()
+    assert (table.speedup_p25 <= table.speedup_p75).all()
     assert (torch.get_num_threads(), torch.backends.quantized.engine) == before
+
+
+def test_speedups_time_one_fp32_baseline_per_setting_shared_by_every_engine():
+    log: list[str] = []
+    fp32 = Recorder("fp32", log)
+    int8 = {"x86": Recorder("x86", log), "qnnpack": Recorder("qnnpack", log)}
+    table = bench.speedups(fp32, int8, [X[:1], X], threads=[1], warmup=0, repeats=3)
+    assert table.groupby("batch").fp32_ms.nunique().eq(1).all()  # one fp32 median per setting
+    assert {e for _, e in int8["x86"].seen} == {"x86"}
+    assert {e for _, e in int8["qnnpack"].seen} == {"qnnpack"}
+    # the calls, runs of one model collapsed: fp32 alternates with the two int8 models (never
+    # one fp32 run per engine): between two fp32 runs both engines ran, and fp32 ran once per
+    # round (+ once to size its samples) per setting, not once per engine
+    runs = [name for i, name in enumerate(log) if i == 0 or log[i - 1] != name]
+    between = "|".join(runs).split("fp32")
+    assert all({"x86", "qnnpack"} <= set(part.strip("|").split("|")) for part in between[1:-1])
+    assert runs.count("fp32") <= 2 * (1 + 3)
+
+
+def test_speedups_run_each_qnb_int8_model_under_its_own_engine(fp32):
+    # int8 models built by qnb refuse any engine but their own (EngineMismatchError), so this
+    # fails unless the timing loop switches the engine between models
+    from qnb import ptq
+
+    engines = [e for e in ("x86", "qnnpack") if e in torch.backends.quantized.supported_engines]
+    if len(engines) < 2:
+        pytest.skip(f"needs two engines, this torch has {engines}")
+    calib = [torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))]
+    int8 = {e: ptq.quantize_static(fp32, calib, engine=e)[0] for e in engines}
+    before = torch.backends.quantized.engine
+    table = bench.speedups(fp32, int8, [X], threads=[1], warmup=1, repeats=2)
+    assert list(table.engine) == engines and table.fp32_ms.nunique() == 1
+    assert torch.backends.quantized.engine == before
+
+
+def test_an_engine_per_model_is_set_before_each_call_and_restored():
+    log: list[str] = []
+    fakes = {"fp32": Recorder("fp32", log), "a": Recorder("a", log), "b": Recorder("b", log)}
+    other, before = _other_engine(), torch.backends.quantized.engine
+    result = bench.compare(fakes, X, warmup=1, repeats=4, inner=1, engine={"a": other, "b": before})
+    forward, back = ["fp32", "a", "b"], ["b", "a", "fp32"]
+    assert log == forward + forward + back + forward + back  # warm-up round, 4 timed rounds
+    assert {e for _, e in fakes["a"].seen} == {other}
+    assert {e for _, e in fakes["b"].seen} == {before}
+    assert {e for _, e in fakes["fp32"].seen} == {before}  # not named: the current engine
+    assert torch.backends.quantized.engine == before
+    assert result.context()["engine"] == {"fp32": before, "a": other, "b": before}
+    assert result.table().engine.to_dict() == {"fp32": before, "a": other, "b": before}
+    assert str(result).startswith("engine per model, ")
+
+
+@pytest.mark.parametrize(
+    ("engine", "error", "match"),
+    [
+        ({"c": "x86"}, ValueError, r"engine names model 'c', which is not one of 'a', 'b'"),
+        ({"a": "tpu"}, ValueError, r"engine must be one of .*; got 'tpu'"),
+        (["x86"], TypeError, r"engine must be None, an engine name or a dict .*, got list"),
+    ],
+)
+def test_bad_engine_per_model_is_refused_before_timing(engine, error, match):
+    log: list[str] = []
+    with pytest.raises(error, match=match):
+        bench.compare({"a": Recorder("a", log), "b": Recorder("b", log)}, X, engine=engine)
+    assert log == []
+
+
+def test_paired_speedup_is_the_ratio_of_medians_with_the_iqr_of_round_ratios():
+    rows = [
+        bench.Row("fp32", [10.0, 12.0, 8.0, 11.0], 1),
+        bench.Row("int8", [2.0, 4.0, 2.0, 2.0], 1),
+        bench.Row("other", [5.0, 5.0, 5.0, 5.0], 1),
+    ]
+    result = bench.BenchResult(rows, "fp32")
+    speedup = result.paired("int8")
+    ratios = [5.0, 3.0, 4.0, 5.5]  # per round: fp32 / int8
+    assert speedup.value == pytest.approx(10.5 / 2.0) == result.speedup("int8")
+    assert (speedup.p25, speedup.p75) == pytest.approx(tuple(np_quantiles(ratios)))
+    assert str(speedup) == "5.25x (IQR 3.75-5.12)"
+    against = result.paired("int8", baseline="other")
+    assert (against.value, against.p25, against.p75) == pytest.approx((2.5, 2.1875, 2.5))
+    table = result.table()
+    assert table.loc["int8", "speedup_p25"] == speedup.p25
+    with pytest.raises(KeyError, match="name must be one of 'fp32', 'int8', 'other', got 'x'"):
+        result.paired("int8", baseline="x")
+
+
+def np_quantiles(values):
+    import numpy as np
+
+    return np.quantile(values, [0.25, 0.75])
 
 
 FAKE = Recorder("int8", [])
