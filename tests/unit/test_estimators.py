@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy.stats import entropy as scipy_entropy
 from torch.ao.quantization.observer import HistogramObserver
 
 from qnb import estimators
@@ -155,3 +157,57 @@ def test_sixteen_bit_ranges_work(gaussian):
     scale, zero_point = obs.calculate_qparams()
     assert zero_point.item() == 0
     assert scale.item() == pytest.approx(float(gaussian.abs().max()) / 32767.5, rel=1e-4)
+
+
+def _tensorrt_entropy_bin(hist: np.ndarray, levels: int, start_bin: int = 128) -> int:
+    """NVIDIA's entropy calibration as its pytorch-quantization tool writes it (loops, scipy's
+    KL): for each candidate i from `start_bin`, the reference P is the first i bins with the
+    clipped tail added to the last one, the candidate Q the same bins merged into `levels`
+    levels and spread back evenly over their non-empty bins; the last of equal minima wins."""
+    bins = np.array(hist, dtype=np.float64)
+    bins[0] = bins[1]
+    divergences = []
+    for i in range(start_bin, len(bins) + 1):
+        level_of = np.digitize(np.arange(i), np.linspace(0, i, levels + 1)) - 1
+        level_of[bins[:i] == 0] = -1
+        q = np.zeros(i)
+        for level in set(level_of.tolist()) - {-1}:
+            members = level_of == level
+            q[members] = bins[:i][members].sum() / members.sum()
+        p = bins[:i].copy()
+        p[-1] += bins[i:].sum()
+        divergences.append(scipy_entropy(p, q))
+    divergences = np.array(divergences)
+    return start_bin + len(divergences) - 1 - int(np.argmin(divergences[::-1]))
+
+
+def _spiky_histogram(seed: int) -> np.ndarray:
+    """A ReLU-like histogram of 2,048 bins: zeros, a decaying bulk, repeated-value spikes."""
+    rng = np.random.default_rng(seed)
+    hist = rng.poisson(5_000 * np.exp(-np.arange(2048) / rng.uniform(80, 600))).astype(float)
+    hist[0] += 400_000
+    hist[rng.integers(1, 600, 12)] += rng.uniform(1e3, 5e4, 12)
+    return hist
+
+
+@pytest.mark.parametrize("levels", [16, 128, 256])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_entropy_search_is_tensorrts_procedure(levels, seed):
+    """The same pick as NVIDIA's procedure (start bin 128 of 2,048, whatever the levels)."""
+    hist = _spiky_histogram(seed)
+    assert estimators._kl_threshold_bin(hist, levels) == _tensorrt_entropy_bin(hist, levels)
+
+
+def test_entropy_search_starts_at_tensorrts_bin_128_even_for_256_levels():
+    """Below 256 bins a 256-level candidate is lossless; the search must still look there
+    (it used to start at `levels` bins, not TensorRT's 128)."""
+    hist = np.ones(2048)  # a thin tail of single values ...
+    hist[:240] = np.where(np.arange(240) % 2, 100.0, 1000.0)  # ... after a comb that merging blurs
+    kept, _ = estimators.kl_curve(hist, 256)
+    assert kept[0] == 128
+    assert estimators._kl_threshold_bin(hist, 256) == _tensorrt_entropy_bin(hist, 256) < 256
+
+
+def test_kl_curve_refuses_a_short_histogram():
+    with pytest.raises(ValueError, match="hist must be a 1-D histogram of at least 32 bins"):
+        estimators.kl_curve(np.ones(8), 16)
