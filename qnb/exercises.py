@@ -144,14 +144,37 @@ def check_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None:
     got, want = np.asarray(fn(x.copy(), scale, zp)), _torch_reference(x, scale, zp)
     if got.shape != want.shape:
         _fail(name, f"returned shape {got.shape}, expected {want.shape} (one level per input)")
-    if np.array_equal(got, want):
-        if not np.issubdtype(got.dtype, np.integer):
-            _fail(name, f"right values but dtype {got.dtype}: return integers (e.g. .astype(int))")
-        _passed(name, "bit-exact with torch.quantize_per_tensor, ties and clamping included")
-        return
-    for hint, mistake in _common_mistakes(x, scale, zp).items():
-        if np.array_equal(got, mistake):
-            _fail(name, hint)
+    if not np.array_equal(got, want):
+        for hint, mistake in _common_mistakes(x, scale, zp).items():
+            if np.array_equal(got, mistake):
+                _fail(name, hint)
+        _fail_first_difference(name, x, got, want)
+    # 0.1 has no exact float32 reciprocal: x * (1/s) and x / s differ in the last bit near ties
+    scale = 0.1
+    near = (np.arange(-100, 100) + 0.5).astype(np.float32) * np.float32(scale)
+    x = np.concatenate([near, np.nextafter(near, np.float32(np.inf))]).astype(np.float32)
+    got, want = np.asarray(fn(x.copy(), scale, zp)), _torch_reference(x, scale, zp)
+    if not np.array_equal(got, want):
+        divided = {
+            "float32": np.clip(np.rint(x / np.float32(scale)) + zp, 0, 255),
+            "float64": np.clip(np.rint(x.astype(np.float64) / scale) + zp, 0, 255),
+        }
+        for precision, mistake in divided.items():
+            if np.array_equal(got, mistake):
+                _fail(
+                    name,
+                    f"right at scale 0.25, but at scale 0.1 you divide ({precision} x / scale): "
+                    "torch multiplies by the float32 reciprocal, x * (1 / scale) in float32 "
+                    "(inv = np.float32(1) / np.float32(scale)), and near a tie the last bit of "
+                    "x / scale rounds the other way (see qnb.affine)",
+                )
+        _fail_first_difference(name, x, got, want)
+    if not np.issubdtype(got.dtype, np.integer):
+        _fail(name, f"right values but dtype {got.dtype}: return integers (e.g. .astype(int))")
+    _passed(name, "bit-exact with torch.quantize_per_tensor: ties, clamping and x * (1/s)")
+
+
+def _fail_first_difference(name: str, x: np.ndarray, got: np.ndarray, want: np.ndarray) -> None:
     wrong = got != want
     _fail(
         name,
@@ -161,20 +184,69 @@ def check_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None:
 
 
 @_needs_answer
-def check_db_per_bit(answer: float) -> None:
-    """Exercise 01.3: dB of SQNR gained per extra bit, from the uniform-noise model."""
-    name, want = "Exercise 01.3", 20 * math.log10(2)
-    if not isinstance(answer, int | float) or not math.isfinite(answer):
+def check_db_per_bit(answer: float, bit_widths: list, sqnr_db: list) -> None:
+    """Exercise 01.3: dB of SQNR one more bit buys at large b, read off this run's measured
+    `sqnr_db` at `bit_widths` (the uniform-data curve), not from the formula: the answer must
+    be the step between two measured points at 6 bits or more (or a fit through them),
+    within 0.002 dB; 6.02 typed in is the formula and is refused."""
+    name = "Exercise 01.3"
+    if isinstance(answer, bool) or not isinstance(answer, int | float) or not math.isfinite(answer):
         _fail(name, f"answer must be a number of dB, got {answer!r}")
-    if math.isclose(answer, 10 * math.log10(2), abs_tol=0.1):
-        _fail(name, "that is 10*log10(2): a bit halves the step, so the noise *power* drops 4x")
-    if not math.isclose(answer, want, abs_tol=0.15):
+    bits, db = np.asarray(bit_widths, dtype=float), np.asarray(sqnr_db, dtype=float)
+    if bits.shape != db.shape or bits.ndim != 1:
+        raise ValueError(
+            f"bit_widths and sqnr_db must be two lists of the same length, got {len(bits)} "
+            f"bit widths and {len(db)} SQNRs"
+        )
+    high = bits >= 6
+    if high.sum() < 2:
+        raise ValueError(
+            f"bit_widths must hold at least two widths of 6 bits or more, got {bit_widths!r}"
+        )
+    b, d = bits[high], db[high]
+    slopes = {
+        f"{b[i]:g} -> {b[j]:g} bits": (d[j] - d[i]) / (b[j] - b[i])
+        for i in range(len(b))
+        for j in range(i + 1, len(b))
+    }
+    slopes["a straight-line fit from 6 bits up"] = float(np.polyfit(b, d, 1)[0])
+    for how, slope in slopes.items():
+        if abs(answer - slope) <= 0.002:
+            _passed(name, f"{answer:.3f} dB per bit measured ({how}; 20*log10 2 = 6.021)")
+            return
+    if math.isclose(answer, 20 * math.log10(2), abs_tol=0.005) or math.isclose(
+        answer, 6.0, abs_tol=1e-9
+    ):
         _fail(
             name,
-            f"{answer:.3g} dB is off: each bit halves the step size; what does that do "
-            "to the noise power (step**2 / 12)?",
+            "that is the formula's 20*log10(2); compute the step from sqnr['uniform'] "
+            "at two bit widths of 6 or more: (SQNR_b2 - SQNR_b1) / (b2 - b1)",
         )
-    _passed(name, f"{answer:.3f} dB per bit (20*log10 2 = {want:.3f})")
+    if math.isclose(answer, 10 * math.log10(2), abs_tol=0.1):
+        _fail(name, "that is 10*log10(2): a bit halves the step, so the noise *power* drops 4x")
+    if any(
+        math.isclose(answer, (d[j] - d[i]), abs_tol=0.002)
+        for i in range(len(b))
+        for j in range(i + 1, len(b))
+    ):
+        _fail(name, "that is the dB difference between two widths: divide by how many bits apart")
+    low = {
+        f"{bits[i]:g} -> {bits[i + 1]:g}": (db[i + 1] - db[i]) / (bits[i + 1] - bits[i])
+        for i in range(len(bits) - 1)
+        if bits[i] < 6
+    }
+    for how, slope in low.items():
+        if abs(answer - slope) <= 0.002:
+            _fail(
+                name,
+                f"that is the step {how} bits, where 2**b - 1 still grows faster than "
+                "2**b: use widths of 6 bits or more ('once b is large')",
+            )
+    _fail(
+        name,
+        f"{answer:.3g} dB is not a step of this run's measured curve at 6 bits or more "
+        f"(e.g. {next(iter(slopes.values())):.3f} between {next(iter(slopes))})",
+    )
 
 
 def _observer_scales(weight: torch.Tensor, bits: int) -> torch.Tensor:

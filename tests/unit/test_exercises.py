@@ -23,6 +23,7 @@ from qnb.exercises import (
     check_amdahl,
     check_best_clip,
     check_channel_scales,
+    check_db_per_bit,
     check_float_functional,
     check_float_modules,
     check_lstm_share,
@@ -109,7 +110,7 @@ def test_amdahl_stub_is_not_answered_yet():
 #
 # Each row: the check, a function of the shared `Setup` giving the check's arguments (the answer
 # first), and either PASSED (the right answer, computed here as a student would) or the words
-# of the diagnosis the mistake must get. 01.3 and 06.2 are left out: they are being rewritten.
+# of the diagnosis the mistake must get. 06.2 is left out: it is being rewritten.
 
 PASSED = None
 
@@ -197,7 +198,13 @@ def _stub(exercise: str):
 
 
 def _my_quantize(x, scale, zero_point):
-    return np.clip(np.rint(x / scale) + zero_point, 0, 255).astype(np.int64)
+    inv_scale = np.float32(1) / np.float32(scale)  # torch multiplies by the float32 reciprocal
+    return np.clip(np.rint(x.astype(np.float32) * inv_scale) + zero_point, 0, 255).astype(np.int64)
+
+
+# 01.3: a run's measured uniform-data SQNR curve (dB) at these widths
+BITS_01 = [2, 4, 6, 7, 8, 10, 12]
+SQNR_01 = [9.52, 23.49, 35.98, 42.08, 48.11, 60.17, 72.24]
 
 
 def _symmetric_sqnr(w: torch.Tensor, bits: int, per_channel: bool) -> float:
@@ -408,9 +415,50 @@ CASES = {
     ),
     "01.2-float-dtype": (
         check_quantize,
-        lambda s: (lambda x, sc, z: np.clip(np.rint(x / sc) + z, 0, 255),),
+        lambda s: (lambda x, sc, z: _my_quantize(x, sc, z).astype(float),),
         "right values but dtype float",
     ),
+    "01.2-divided-float32": (
+        check_quantize,
+        lambda s: (lambda x, sc, z: np.clip(np.rint(x / np.float32(sc)) + z, 0, 255).astype(int),),
+        "torch multiplies by the float32 reciprocal",
+    ),
+    "01.2-divided-float64": (
+        check_quantize,
+        lambda s: (
+            lambda x, sc, z: np.clip(np.rint(x.astype(float) / sc) + z, 0, 255).astype(int),
+        ),
+        "at scale 0.1 you divide \\(float64",
+    ),
+    # 01.3: dB per bit from the measured curve, not the formula
+    "01.3-right-last-step": (
+        check_db_per_bit,
+        lambda s: ((72.24 - 60.17) / 2, BITS_01, SQNR_01),
+        PASSED,
+    ),
+    "01.3-right-fit": (
+        check_db_per_bit,
+        lambda s: (float(np.polyfit(BITS_01[2:], SQNR_01[2:], 1)[0]), BITS_01, SQNR_01),
+        PASSED,
+    ),
+    "01.3-formula-typed-in": (check_db_per_bit, lambda s: (6.02, BITS_01, SQNR_01), "formula"),
+    "01.3-six-typed-in": (check_db_per_bit, lambda s: (6, BITS_01, SQNR_01), "formula"),
+    "01.3-power-not-amplitude": (
+        check_db_per_bit,
+        lambda s: (3.01, BITS_01, SQNR_01),
+        "10\\*log10\\(2\\)",
+    ),
+    "01.3-not-divided-by-bits": (
+        check_db_per_bit,
+        lambda s: (72.24 - 60.17, BITS_01, SQNR_01),
+        "divide by how many bits apart",
+    ),
+    "01.3-small-b": (
+        check_db_per_bit,
+        lambda s: ((23.49 - 9.52) / 2, BITS_01, SQNR_01),
+        "use widths of 6 bits or more",
+    ),
+    "01.3-stub": (check_db_per_bit, lambda s: (None, BITS_01, SQNR_01), "not answered yet"),
     "01.2-stub": (check_quantize, lambda s: (_stub("01.2"),), "your function is still the stub"),
     # 02.1: per-output-channel symmetric scales at 4 bits
     "02.1-right": (check_channel_scales, lambda s: (s.scales(4), s.weight, 4), PASSED),
@@ -787,7 +835,7 @@ def test_check_grades_answer(setup, check, arguments, diagnosis, capsys):
 
 
 def test_every_check_has_a_right_answer_two_mistakes_and_a_stub():
-    rewritten_elsewhere = {"check_db_per_bit", "check_dynamic_qparams"}  # 01.3, 06.2
+    rewritten_elsewhere = {"check_dynamic_qparams"}  # 06.2
     integer = {"check_requantize", "check_cross_term", "check_bn_fold"}  # test_exercises_integer
     tested_above = {"check_throughput", "check_amdahl"}
     checks = (
