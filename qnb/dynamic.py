@@ -5,6 +5,19 @@ quantized on the fly, no calibration.
   `nn.LSTM` / `nn.Linear` (and GRU, the RNN cells) for versions with int8 (or float16) weights
   that quantize each activation batch at run time. Requested module types it cannot convert
   (`nn.Conv2d`, `nn.RNN`, ...) stay float, with a `NotConvertedWarning`.
+- `reduces_range(engine)` / `activation_qparams(x, engine)`: the scale and zero point a
+  dynamic int8 kernel picks for one call's input `x`, at run time, from that input's own min
+  and max (widened to include 0). On x86, fbgemm and onednn the dynamic modules ask for
+  `reduce_range=True` (`nn.quantized.dynamic.Linear` calls `linear_dynamic(...,
+  reduce_range=True)`, the dynamic LSTM builds its cells with it), so activations get 7 bits,
+  0..127; qnnpack ignores `reduce_range` and uses 0..255. The dynamic LSTM (CPU) projects the
+  whole input sequence in one call (one range over all time steps and the batch) and the
+  hidden state in one call per time step (one range per step). Measured on torch 2.14.1
+  (notebook 06 reproduces the calls, tests/unit/test_dynamic.py pins them): a dynamic
+  Linear's output is `acc * (s_x * s_w) + bias` (the multiplier in float32) with the int32
+  accumulator `acc` of the quantized input and weights: bit for bit on x86/fbgemm (as one
+  fused multiply-add) and qnnpack (a float32 multiply, then the add); onednn rounds in
+  another order (within 1e-6 here).
 - `quantize_weight_only`: torchao's `quantize_` on the `nn.Linear` layers, which keeps the
   module and replaces its weight by a torchao tensor subclass holding `bits`-wide integers and
   scales (per output channel or per group of `group_size` inputs); the matmul runs in float on
@@ -38,6 +51,8 @@ __all__ = [
     "ModuleReport",
     "DYNAMIC_DTYPES",
     "quantize_dynamic",
+    "reduces_range",
+    "activation_qparams",
     "quantize_weight_only",
 ]
 
@@ -244,6 +259,41 @@ def _warn_not_converted(
                 f"quantize_dynamic converts exact {name} modules, not subclasses",
                 stacklevel=4,
             )
+
+
+# --- what a dynamic kernel does with its input --------------------------------------------
+
+# engines whose dynamic int8 kernels honour reduce_range=True (qnnpack ignores it, with a warning)
+_REDUCE_RANGE_ENGINES = ("x86", "fbgemm", "onednn")
+
+
+def reduces_range(engine: str | None = None) -> bool:
+    """True if the dynamic int8 kernels of `engine` (None: this machine's) quantize activations
+    to 7 bits, 0..127 (x86, fbgemm, onednn); False for qnnpack, which uses 0..255.
+
+    Taught in notebook 06 (dynamic_and_weight_only)."""
+    return checks.check_engine(engine) in _REDUCE_RANGE_ENGINES
+
+
+def activation_qparams(x: torch.Tensor, engine: str | None = None) -> tuple[float, int, int]:
+    """`(scale, zero_point, qmax)` a dynamic int8 kernel of `engine` (None: this machine's)
+    picks for one call's float input `x`: unsigned 0..qmax (127 or 255, see `reduces_range`),
+    from min(x) and max(x) widened to include 0, as `torch._choose_qparams_per_tensor` does.
+
+    Taught in notebook 06 (dynamic_and_weight_only)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(
+            f"x must be a float tensor (one call's input), got {type(x).__name__}"
+            + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else "")
+        )
+    if x.numel() == 0 or not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            f"x must be a non-empty tensor of finite values, got shape {tuple(x.shape)}"
+            + ("" if x.numel() == 0 else " with NaN or inf")
+        )
+    reduce = reduces_range(engine)
+    scale, zero_point = torch._choose_qparams_per_tensor(x.detach().float(), reduce)
+    return float(scale), int(zero_point), 127 if reduce else 255
 
 
 # --- weight-only quantization with torchao ------------------------------------------------

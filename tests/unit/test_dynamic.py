@@ -11,7 +11,15 @@ from torchao.quantization import Int8Tensor, IntxUnpackedToInt8Tensor
 
 import qnb.models as qm
 from qnb import data
-from qnb.dynamic import ModuleReport, NotConvertedWarning, quantize_dynamic, quantize_weight_only
+from qnb import env as qnb_env
+from qnb.dynamic import (
+    ModuleReport,
+    NotConvertedWarning,
+    activation_qparams,
+    quantize_dynamic,
+    quantize_weight_only,
+    reduces_range,
+)
 from qnb.env import hide_deprecation_warnings
 
 
@@ -191,6 +199,73 @@ def test_dynamic_sets_the_engine_and_refuses_quantized_models():
         quantize_dynamic(quantized)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
         quantize_dynamic("lstm")
+
+
+# --- what the dynamic kernels do with their input ----------------------------------------
+
+SUPPORTED = qnb_env.quantized_engines()  # QNB_ENGINES=qnnpack: as an ARM build
+
+
+def by_hand(x, quantized_linear, engine):
+    """One dynamic Linear call from its own scale choice (activation_qparams): quantize x, the
+    int matmul, then acc * (s_x * s_w) + bias in float32, in the engine's order."""
+    scale, zero_point, qmax = activation_qparams(x, engine)
+    q = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8).int_repr()
+    w = quantized_linear.weight()
+    acc = (q.long().clamp(0, qmax) - zero_point) @ (w.int_repr().long() - w.q_zero_point()).T
+    multiplier = torch.tensor(scale, dtype=torch.float32) * torch.tensor(w.q_scale())
+    bias = quantized_linear.bias().detach()
+    if engine == "qnnpack":  # a float32 multiply, then the add
+        return acc.float() * multiplier + bias, q
+    # fbgemm: one fused multiply-add (float64 then rounded to float32 gives the same here)
+    return (acc.double() * multiplier.double() + bias.double()).float(), q
+
+
+@pytest.mark.parametrize("engine", SUPPORTED)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_dynamic_linear_call_is_reproduced_from_its_scale_choice(engine, seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(64, 10)).eval()
+    quantized, _ = quantize_dynamic(model, types=nn.Linear, engine=engine)
+    x = torch.randn(32, 64) * 3 + 1  # min < 0 < max, not symmetric
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # qnnpack warns that it ignores reduce_range
+        got = quantized[0](x)
+    want, q = by_hand(x, quantized[0], engine)
+    if engine == "onednn":  # rounds in another order
+        assert (got - want).abs().max() <= 1e-6
+    else:
+        assert torch.equal(got, want)
+    assert int(q.max()) == (127 if engine != "qnnpack" else 255)
+    # the other engine's range is measurably wrong: the kernel's choice is not a detail
+    other = "qnnpack" if engine != "qnnpack" else next((e for e in SUPPORTED if e != engine), None)
+    if other is not None:
+        wrong, _ = by_hand(x, quantized[0], other)
+        assert (got - wrong).abs().max() > 1e-3
+
+
+def test_reduces_range_per_engine():
+    assert reduces_range("qnnpack") is False
+    for engine in set(SUPPORTED) & {"x86", "fbgemm", "onednn"}:
+        assert reduces_range(engine) is True
+    from qnb import env
+
+    assert reduces_range() is reduces_range(env.default_engine())
+
+
+def test_activation_qparams_range_includes_zero_and_bad_input():
+    scale, zero_point, qmax = activation_qparams(torch.tensor([0.5, 2.0]), "qnnpack")
+    assert (scale, zero_point, qmax) == (pytest.approx(2.0 / 255), 0, 255)
+    with pytest.raises(TypeError, match="x must be a float tensor .* got Tensor of dtype"):
+        activation_qparams(torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match="x must be a float tensor .* got list"):
+        activation_qparams([1.0, 2.0])
+    with pytest.raises(ValueError, match="x must be a non-empty tensor of finite values, got"):
+        activation_qparams(torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match=r"got shape \(0,\)"):
+        activation_qparams(torch.zeros(0))
+    with pytest.raises(ValueError, match="engine must be one of"):
+        activation_qparams(torch.ones(2), "tpu")
 
 
 # --- weight-only quantization with torchao --------------------------------------------------
