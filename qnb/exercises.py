@@ -210,10 +210,10 @@ def check_db_per_bit(answer: float, bit_widths: list, sqnr_db: list) -> None:
         for j in range(i + 1, len(b))
     }
     slopes["a straight-line fit from 6 bits up"] = float(np.polyfit(b, d, 1)[0])
-    for how, slope in slopes.items():
-        if abs(answer - slope) <= 0.002:
-            _passed(name, f"{answer:.3f} dB per bit measured ({how}; 20*log10 2 = 6.021)")
-            return
+    how, slope = min(slopes.items(), key=lambda item: abs(answer - item[1]))
+    if abs(answer - slope) <= 0.002:
+        _passed(name, f"{answer:.3f} dB per bit measured ({how}; 20*log10 2 = 6.021)")
+        return
     if math.isclose(answer, 20 * math.log10(2), abs_tol=0.005) or math.isclose(
         answer, 6.0, abs_tol=1e-9
     ):
@@ -544,27 +544,68 @@ def check_lstm_share(answer: float, model: torch.nn.Module) -> None:
     )
 
 
-@_needs_answer
-def check_dynamic_qparams(scale: float, zero_point: int, x: torch.Tensor) -> None:
-    """Exercise 06.2: the uint8 scale and zero point dynamic quantization picks for batch x."""
-    name = "Exercise 06.2"
-    want_scale, want_zp = torch._choose_qparams_per_tensor(x.detach(), False)
+def _dynamic_scale(x: torch.Tensor, qmax: int) -> float:
     lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    return (hi - lo) / qmax
+
+
+@_needs_answer
+def check_dynamic_qparams(
+    scale: float,
+    zero_point: int,
+    x: torch.Tensor,
+    engine: str | None = None,
+    whole: torch.Tensor | None = None,
+) -> None:
+    """Exercise 06.2: the scale and zero point a dynamic int8 kernel of `engine` (None: this
+    machine's) picks for one call's input `x`; `whole` (optional) is the larger tensor `x` was
+    cut from (all time steps), whose range would be a mistake."""
+    from qnb import checks, dynamic
+
+    name = "Exercise 06.2"
+    if not isinstance(scale, int | float | np.floating) or not math.isfinite(scale):
+        _fail(name, f"scale must be a number, got {scale!r}")
+    x, engine = x.detach(), checks.check_engine(engine)
+    want_scale, want_zp, qmax = dynamic.activation_qparams(x, engine)
+    on = f"on {engine!r}"
     if not math.isclose(scale, want_scale, rel_tol=1e-4):
-        if math.isclose(scale, (hi - lo) / 127, rel_tol=1e-4):
-            _fail(name, "that is a 7-bit (reduce_range) scale: use the full 0..255")
+        other = 255 if qmax == 127 else 127
+        if math.isclose(scale, _dynamic_scale(x, other), rel_tol=1e-4):
+            if other == 255:
+                _fail(
+                    name,
+                    f"that is the full 0..255 scale; {on} the dynamic kernels ask for "
+                    "reduce_range=True (nn.quantized.dynamic.Linear calls linear_dynamic(..., "
+                    "reduce_range=True)): 7-bit activations 0..127, (max - min) / 127",
+                )
+            _fail(
+                name,
+                f"that is a 7-bit (reduce_range) scale; {on} the dynamic kernels ignore "
+                "reduce_range and use the full 0..255: (max - min) / 255",
+            )
+        if whole is not None and any(
+            math.isclose(scale, _dynamic_scale(whole.detach(), q), rel_tol=1e-4) for q in (127, 255)
+        ):
+            _fail(
+                name,
+                "that range is over the whole tensor (all time steps): the kernel picks a "
+                "range per call, from that call's input only (here one time step's)",
+            )
         _fail(
             name,
-            f"scale {scale:.6g} is off: (max - min) / 255 over the batch, with the "
+            f"scale {scale:.6g} is off: (max - min) / {qmax} over this call's input, with the "
             "range widened to include 0",
         )
     if int(zero_point) != want_zp:
         _fail(
             name,
             f"zero_point {zero_point} is off (want the level of 0.0: "
-            "round(-min / scale), clamped to 0..255)",
+            f"round(-min / scale), clamped to 0..{qmax})",
         )
-    _passed(name, f"scale {want_scale:.5g}, zero point {want_zp}: computed per batch, at run time")
+    _passed(
+        name,
+        f"scale {want_scale:.5g}, zero point {want_zp} on 0..{qmax}: picked per call, at run time",
+    )
 
 
 @_needs_answer

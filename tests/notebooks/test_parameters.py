@@ -36,6 +36,8 @@ def test_01_other_bit_widths(tmp_path):
     assert records["sqnr_db_uniform_16bit"] == pytest.approx(96.3, abs=0.3)
     assert records["sqnr_relu_asymmetric_db"] > records["sqnr_relu_symmetric_db"] + 3
     assert "sqnr_db_uniform_4bit" not in records
+    assert records["db_per_bit_uniform"] == pytest.approx(6.02, abs=0.1)  # measured: 8 -> 16 bits
+    assert records["claims_checked"] >= 8  # every claim is checked on other parameters too
 
 
 def test_02_plain_model_other_bits(tmp_path):
