@@ -16,7 +16,7 @@ from torch import nn
 from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization import DeQuantStub, QuantStub
 
-from qnb import exercises, models, ptq, simulate, sweep
+from qnb import dynamic, env, exercises, models, ptq, simulate, sweep
 from qnb.bench import BenchResult, Row
 from qnb.exercises import (
     ExerciseError,
@@ -24,6 +24,7 @@ from qnb.exercises import (
     check_best_clip,
     check_channel_scales,
     check_db_per_bit,
+    check_dynamic_qparams,
     check_float_functional,
     check_float_modules,
     check_lstm_share,
@@ -110,7 +111,7 @@ def test_amdahl_stub_is_not_answered_yet():
 #
 # Each row: the check, a function of the shared `Setup` giving the check's arguments (the answer
 # first), and either PASSED (the right answer, computed here as a student would) or the words
-# of the diagnosis the mistake must get. 06.2 is left out: it is being rewritten.
+# of the diagnosis the mistake must get.
 
 PASSED = None
 
@@ -222,6 +223,21 @@ def _clip_mse(x: np.ndarray, high: float, bits: int) -> float:
     return float(np.mean((x - np.clip(np.round(x / scale), 0, 2**bits - 1) * scale) ** 2))
 
 
+def _dyn_qparams(x: torch.Tensor, qmax: int) -> tuple[float, int]:
+    """Exercise 06.2 as a student computes it: range widened to include 0, 0..qmax."""
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / qmax
+    return scale, int(min(max(round(-lo / scale), 0), qmax))
+
+
+def _reducing_engine() -> str:
+    """An engine of this machine whose dynamic kernels use reduce_range (x86, fbgemm, onednn)."""
+    found = [e for e in env.quantized_engines() if dynamic.reduces_range(e)]
+    if not found:
+        pytest.skip("no engine with reduce_range here (QNB_ENGINES=qnnpack, or an ARM build)")
+    return found[0]
+
+
 class Setup:
     """The checks' inputs, built once per module and only when a row needs them."""
 
@@ -245,6 +261,10 @@ class Setup:
             "uniform 8": (402, 0.979),
         }
         self.grid = {"bits": [2, 4, 8], "seed": [0, 1]}
+        # 06.2: five time steps of a batch of 8, each step with its own range
+        spread = torch.tensor([0.5, 1.0, 1.5, 2.5, 4.0]).reshape(5, 1, 1)
+        self.steps = torch.randn(5, 8, 16, generator=gen) * spread + 0.3
+        self.positive = torch.rand(8, 16, generator=gen) + 0.5  # min > 0: widened to include 0
 
     @functools.cached_property
     def tiny(self) -> nn.Module:
@@ -643,6 +663,48 @@ CASES = {
     ),
     "06.1-not-a-number": (check_lstm_share, lambda s: ("most", s.lstm), "answer must be a number"),
     "06.1-stub": (check_lstm_share, lambda s: (None, s.lstm), "not answered yet"),
+    # 06.2: the range a dynamic kernel picks for one call's input (one time step of `steps`)
+    "06.2-right-7-bit": (
+        check_dynamic_qparams,
+        lambda s: (*_dyn_qparams(s.steps[2], 127), s.steps[2], _reducing_engine(), s.steps),
+        PASSED,
+    ),
+    "06.2-right-qnnpack": (
+        check_dynamic_qparams,
+        lambda s: (*_dyn_qparams(s.steps[2], 255), s.steps[2], "qnnpack", s.steps),
+        PASSED,
+    ),
+    "06.2-full-range-on-x86": (
+        check_dynamic_qparams,
+        lambda s: (*_dyn_qparams(s.steps[2], 255), s.steps[2], _reducing_engine(), s.steps),
+        "that is the full 0..255 scale; on '.*' the dynamic kernels ask for reduce_range=True",
+    ),
+    "06.2-7-bit-on-qnnpack": (
+        check_dynamic_qparams,
+        lambda s: (*_dyn_qparams(s.steps[2], 127), s.steps[2], "qnnpack", s.steps),
+        "that is a 7-bit \\(reduce_range\\) scale; on 'qnnpack' the dynamic kernels ignore",
+    ),
+    "06.2-range-over-all-steps": (
+        check_dynamic_qparams,
+        lambda s: (*_dyn_qparams(s.steps, 127), s.steps[2], _reducing_engine(), s.steps),
+        "that range is over the whole tensor \\(all time steps\\)",
+    ),
+    "06.2-zero-point-not-clamped": (
+        check_dynamic_qparams,
+        lambda s: (_dyn_qparams(s.positive, 255)[0], -3, s.positive, "qnnpack"),
+        "zero_point -3 is off .* clamped to 0..255",
+    ),
+    "06.2-range-without-zero": (
+        check_dynamic_qparams,
+        lambda s: (float(s.positive.max() - s.positive.min()) / 255, 0, s.positive, "qnnpack"),
+        "is off: \\(max - min\\) / 255 over this call's input, with the range widened to",
+    ),
+    "06.2-not-a-number": (
+        check_dynamic_qparams,
+        lambda s: ("0.01", 0, s.steps[2], "qnnpack"),
+        "scale must be a number",
+    ),
+    "06.2-stub": (check_dynamic_qparams, lambda s: (None, None, s.steps[2]), "not answered yet"),
     # 08.1: the STE gradient of fake quantization (3-bit signed grid, scale 0.25)
     "08.1-right": (check_ste_gradient, lambda s: (s.ste_grad(), s.ste_x, 0.25, 0, -4, 3), PASSED),
     "08.1-right-bool-mask": (
@@ -835,7 +897,7 @@ def test_check_grades_answer(setup, check, arguments, diagnosis, capsys):
 
 
 def test_every_check_has_a_right_answer_two_mistakes_and_a_stub():
-    rewritten_elsewhere = {"check_dynamic_qparams"}  # 06.2
+    rewritten_elsewhere: set[str] = set()  # checks being rewritten (none now)
     integer = {"check_requantize", "check_cross_term", "check_bn_fold"}  # test_exercises_integer
     tested_above = {"check_throughput", "check_amdahl"}
     checks = (
