@@ -6,6 +6,13 @@ by `torch.fake_quantize_per_*_affine` of themselves. Activations are observed wi
 estimator from `qnb.estimators` during calibration (torch.ao's eager `prepare` puts the
 observers exactly where an int8 model would quantize), then each observer is swapped for a
 fixed fake-quantize step. The result runs at fp32 speed; it measures accuracy, not latency.
+
+Symmetric weight scales follow one of three rules (`SCALE_RULES`, the `scale_rule` argument):
+"minmax" is PyTorch's: scale max|w| / ((qmax - qmin) / 2) on the grid qmin..qmax, so at low
+bits the largest positive weight (at +(qmax + 1/2) steps) is clipped by half a step; "narrow"
+drops the lowest level (grid -qmax..qmax) and divides by qmax, so the largest weight lands on a
+level; "mse" keeps the grid qmin..qmax and picks, per channel (or tensor), the scale among
+`MSE_FRACTIONS` * max|w| / qmax (and PyTorch's) with the smallest squared weight error.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from qnb import affine, checks, eager, estimators
 from qnb.calibration import calibrate
 
 GRANULARITIES = ("per_tensor", "per_channel")
+SCALE_RULES = ("minmax", "narrow", "mse")
+MSE_FRACTIONS = torch.linspace(0.2, 1.0, 81)  # candidate scales of "mse", in max|w| / qmax
 
 
 @dataclass
@@ -76,12 +85,57 @@ def _weight_range(bits: int) -> tuple[int, int, torch.dtype]:
     return qmin, qmax, torch.qint8 if bits <= 8 else torch.qint32
 
 
+def _rule_scales(flat: torch.Tensor, bits: int, scale_rule: str) -> tuple[torch.Tensor, int]:
+    """Per-row scales of the "narrow" or "mse" rule for `flat` (rows: channels), and the lowest
+    level of its grid."""
+    qmin, qmax, _ = _weight_range(bits)
+    top = flat.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(flat.dtype).tiny)
+    if scale_rule == "narrow":
+        return top / qmax, -qmax
+    fractions = torch.cat([MSE_FRACTIONS, torch.tensor([qmax / (qmax + 0.5)])])  # + torch's
+    ratio = flat / top  # each row in [-1, 1]: its squared error ranks scales as the row's does
+    buffer, errors = torch.empty_like(ratio), []
+    for fraction in fractions.tolist():
+        steps = qmax / fraction  # steps per max|w|
+        torch.mul(ratio, steps, out=buffer)
+        buffer.round_().clamp_(qmin, qmax).div_(steps).sub_(ratio)
+        errors.append(buffer.square_().sum(dim=1))
+    best = fractions[torch.stack(errors).argmin(dim=0)].unsqueeze(1)
+    return best * top / qmax, qmin
+
+
 def fake_quantize_weight(
-    weight: torch.Tensor, bits: int, granularity: str = "per_channel", symmetric: bool = True
+    weight: torch.Tensor,
+    bits: int,
+    granularity: str = "per_channel",
+    symmetric: bool = True,
+    scale_rule: str = "minmax",
 ) -> torch.Tensor:
     """`weight` rounded to a signed `bits`-wide grid, per output channel or per tensor.
 
+    `scale_rule` (symmetric only for "narrow" and "mse"): how the scale is chosen, see
+    `SCALE_RULES` in the module docstring; "minmax" is PyTorch's observers.
+
     Taught in notebook 02 (per_channel_weights)."""
+    bits = checks.check_bits("bits", bits)
+    checks.check_choice("granularity", granularity, GRANULARITIES)
+    checks.check_choice("scale_rule", scale_rule, SCALE_RULES)
+    if scale_rule != "minmax":
+        if not symmetric:
+            raise ValueError(
+                f"scale_rule={scale_rule!r} is a symmetric rule; use symmetric=True, or "
+                "scale_rule='minmax' for affine weights"
+            )
+        per_channel = granularity == "per_channel"
+        flat = weight.detach().reshape(len(weight) if per_channel else 1, -1)
+        scale, qmin = _rule_scales(flat, bits, scale_rule)
+        qmax = _weight_range(bits)[1]
+        if per_channel:  # torch's own kernels round, as for "minmax": only the scale differs
+            zero = torch.zeros(len(weight), dtype=torch.int32)
+            return torch.fake_quantize_per_channel_affine(
+                weight, scale.flatten().float(), zero, 0, qmin, qmax
+            )
+        return torch.fake_quantize_per_tensor_affine(weight, float(scale), 0, qmin, qmax)
     qmin, qmax, dtype = _weight_range(bits)
     if granularity == "per_channel":
         scheme = torch.per_channel_symmetric if symmetric else torch.per_channel_affine
@@ -97,12 +151,14 @@ def fake_quantize_weight(
 
 
 def _quantize_weights_(
-    model: nn.Module, bits: int | None, granularity: str, symmetric: bool
+    model: nn.Module, bits: int | None, granularity: str, symmetric: bool, scale_rule: str
 ) -> list[LayerReport]:
     reports = []
     for name, layer in weight_layers(model):
         w = layer.weight.detach()
-        w_hat = w if bits is None else fake_quantize_weight(w, bits, granularity, symmetric)
+        w_hat = (
+            w if bits is None else fake_quantize_weight(w, bits, granularity, symmetric, scale_rule)
+        )
         sqnr = affine.sqnr_db(w.numpy(), w_hat.numpy())
         with torch.no_grad():
             layer.weight.copy_(w_hat)
@@ -137,6 +193,7 @@ def simulate(
     act_bits: int | None = None,
     granularity: str = "per_channel",
     symmetric: bool = True,
+    scale_rule: str = "minmax",
     act_method: str = "minmax",
     input_method: str = "minmax",
     calib: Iterable | None = None,
@@ -149,17 +206,25 @@ def simulate(
     `calib` (a DataLoader or iterable of batches) is run through the model first so that
     the `act_method` estimator sees real activations. The model input (its QuantStub) uses
     `input_method`: an image's range is known, and a spiky pixel histogram (the background)
-    misleads the clipping estimators. The caller's model is not changed.
+    misleads the clipping estimators. `scale_rule`: how the weight scales are chosen
+    ("minmax", PyTorch's; "narrow"; "mse"; see the module docstring). The caller's model is not
+    changed.
 
     Taught in notebook 02 (per_channel_weights).
     """
     weight_bits = checks.check_optional_bits("weight_bits", weight_bits)
     act_bits = checks.check_optional_bits("act_bits", act_bits)
     checks.check_choice("granularity", granularity, GRANULARITIES)
+    checks.check_choice("scale_rule", scale_rule, SCALE_RULES)
+    if scale_rule != "minmax" and not symmetric:
+        raise ValueError(
+            f"scale_rule={scale_rule!r} is a symmetric rule; use symmetric=True, or "
+            "scale_rule='minmax' for affine weights"
+        )
     if act_bits is not None and calib is None:
         raise ValueError("act_bits needs calib: a DataLoader or iterable of calibration batches")
     sim = fused(model)
-    report = _quantize_weights_(sim, weight_bits, granularity, symmetric)
+    report = _quantize_weights_(sim, weight_bits, granularity, symmetric, scale_rule)
     if act_bits is not None:
         sim.qconfig = activation_qconfig(act_method, act_bits, **estimator_kwargs)
         if hasattr(sim, "quant"):

@@ -61,6 +61,93 @@ def test_per_channel_wins_big_when_channel_ranges_differ():
     assert len(torch.unique(small["per_channel"])) >= 12
 
 
+@pytest.fixture(scope="module")
+def channels():
+    """Conv weights whose channels differ in range, the first with its largest |w| positive."""
+    w = torch.randn(4, 8, 3, 3, generator=torch.Generator().manual_seed(1))
+    w *= torch.tensor([1.0, 3.0, 0.3, 10.0])[:, None, None, None]
+    w[0, 0, 0, 0] = w[0].abs().max() + 0.5
+    return w
+
+
+def _per_channel_mse(w: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
+    return (w - w_hat).reshape(len(w), -1).square().mean(1)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_minmax_clips_the_top_positive_weight_and_narrow_does_not(channels, bits):
+    top = channels[0].abs().max()
+    torch_q = simulate.fake_quantize_weight(channels, bits)
+    narrow = simulate.fake_quantize_weight(channels, bits, scale_rule="narrow")
+    qmax = 2 ** (bits - 1) - 1
+    step = top / (qmax + 0.5)  # torch's scale: max|w| / ((qmax - qmin) / 2)
+    assert torch_q[0, 0, 0, 0] == pytest.approx(float(qmax * step), rel=1e-6)  # half a step off
+    assert narrow[0, 0, 0, 0] == pytest.approx(float(top), rel=1e-6)  # on a level
+    for c in range(len(channels)):  # at most 2 * qmax + 1 levels, symmetric around 0
+        levels = torch.unique(narrow[c])
+        assert len(levels) <= 2 * qmax + 1
+        assert levels.min() >= -levels.abs().max() - 1e-6
+
+
+@pytest.mark.parametrize("granularity", simulate.GRANULARITIES)
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_mse_scale_has_at_most_the_weight_error_of_minmax_and_narrow(channels, bits, granularity):
+    got = {
+        rule: simulate.fake_quantize_weight(channels, bits, granularity, scale_rule=rule)
+        for rule in simulate.SCALE_RULES
+    }
+    if granularity == "per_channel":
+        mse = {rule: _per_channel_mse(channels, w_hat) for rule, w_hat in got.items()}
+    else:
+        mse = {rule: (channels - w_hat).square().mean()[None] for rule, w_hat in got.items()}
+    for other in ("minmax", "narrow"):  # both scales are among the candidates
+        assert torch.all(mse["mse"] <= mse[other] * (1 + 1e-5) + 1e-12), other
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    for c in range(len(channels)):  # on a grid of at most 2 ** bits levels
+        assert len(torch.unique(got["mse"][c])) <= qmax - qmin + 1
+
+
+def test_mse_scale_beats_minmax_at_two_bits_on_gaussian_weights():
+    w = torch.randn(16, 64, generator=torch.Generator().manual_seed(2))
+    mse = {
+        rule: _per_channel_mse(w, simulate.fake_quantize_weight(w, 2, scale_rule=rule)).mean()
+        for rule in simulate.SCALE_RULES
+    }
+    assert mse["mse"] < 0.7 * mse["minmax"]  # clipping the tails pays off with four levels
+
+
+def test_scale_rule_reaches_simulate(model):
+    sims = {
+        rule: simulate.simulate(model, weight_bits=3, granularity="per_tensor", scale_rule=rule)
+        for rule in simulate.SCALE_RULES
+    }
+    for _, layer in simulate.weight_layers(sims["narrow"][0]):
+        assert len(torch.unique(layer.weight)) <= 7  # -3..3
+    narrow_top = float(sims["narrow"][0].conv1[0].weight.detach().abs().max())
+    top = float(simulate.fused(model).conv1[0].weight.detach().abs().max())
+    assert narrow_top == pytest.approx(top, rel=1e-6)  # the largest weight is on a level
+    sqnr = {rule: [r.weight_sqnr_db for r in report] for rule, (_, report) in sims.items()}
+    assert all(m >= t - 1e-3 for m, t in zip(sqnr["mse"], sqnr["minmax"], strict=True))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"bits": 1}, ValueError, "bits must be an int in 2..16, got 1"),
+        ({"bits": 3, "scale_rule": "max"}, ValueError, "scale_rule must be one of .*'max'"),
+        ({"bits": 3, "granularity": "row"}, ValueError, "granularity must be one of .*'row'"),
+        (
+            {"bits": 3, "scale_rule": "mse", "symmetric": False},
+            ValueError,
+            "scale_rule='mse' is a symmetric rule",
+        ),
+    ],
+)
+def test_fake_quantize_weight_bad_arguments(channels, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        simulate.fake_quantize_weight(channels, **kwargs)
+
+
 def test_the_callers_model_is_untouched(model, batches):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     simulate.simulate(model, weight_bits=2, act_bits=4, calib=batches)
@@ -104,6 +191,8 @@ def test_calib_accepts_pairs_and_stops_after_num_batches(model):
         ({"weight_bits": 1}, ValueError, "weight_bits must be an int in 2..16, got 1"),
         ({"act_bits": 8.0, "calib": []}, TypeError, "act_bits must be an int in 2..16, got 8.0"),
         ({"granularity": "per_row"}, ValueError, "granularity must be one of .*'per_row'"),
+        ({"scale_rule": "kl"}, ValueError, "scale_rule must be one of .*'kl'"),
+        ({"scale_rule": "narrow", "symmetric": False}, ValueError, "'narrow' is a symmetric"),
         ({"act_bits": 8}, ValueError, "act_bits needs calib"),
         ({"act_bits": 8, "calib": [], "act_method": "kl"}, ValueError, "method must be one of"),
         ({"act_bits": 8, "calib": []}, ValueError, "calib yielded no batches"),
