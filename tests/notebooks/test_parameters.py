@@ -68,6 +68,7 @@ def test_03_plain_model_other_settings(tmp_path):
         tmp_path,
         "03_activation_calibration.ipynb",
         model_name="plain_cnn",
+        seeds=[0],
         act_bit_widths=[8, 6],
         calib_images=128,
         calib_sizes=[16, 64],
@@ -79,6 +80,16 @@ def test_03_plain_model_other_settings(tmp_path):
     for method in ("minmax", "histogram", "mse"):
         assert records[f"acc_{method}_a8"] == pytest.approx(records["fp32_acc"], abs=0.01)
     assert {"acc_calib16_mse_a6", "acc_calib64_mse_a6"} <= set(records)
+    assert records["chosen_a6"] in (
+        "minmax",
+        "moving_average",
+        "histogram",
+        "percentile",
+        "mse",
+        "entropy",
+    )
+    assert records["acc_mse_a8_min"] <= records["acc_mse_a8"] <= records["acc_mse_a8_max"]
+    assert records["claims_checked"] >= 4
 
 
 def _quiet() -> bool:
@@ -274,7 +285,18 @@ def test_04_fewer_digits_other_seed(tmp_path):
     )
     assert records["test_images"] == 200
     assert records["integer_model_mismatches"] == 0
-    assert records["claims_failed"] == 0 and records["claims_checked"] >= 4
+    assert records["claims_failed"] == 0 and records["claims_checked"] >= 5
+    assert 0 <= records["conv_order_mismatches"] <= records["conv_outputs"] * 1e-5
     assert 0 <= records["fixed_point_mismatches"] <= 200 * 10
     assert records["saturating_pairs_7bit"] == 0 < records["saturating_pairs_8bit"]
     assert records["bn_fold_max_weight_diff"] < 1e-6
+
+
+def test_04_on_qnnpack_follows_the_engine(tmp_path, monkeypatch):
+    """With only qnnpack (an ARM build of torch), the integer reference rounds the bias to int32
+    and still equals torch's codes."""
+    monkeypatch.setenv("QNB_ENGINES", "qnnpack")
+    records = run(tmp_path, "04_integer_arithmetic.ipynb", test_images=200, n_accumulators=20_000)
+    assert records["engine"] == "qnnpack"
+    assert records["integer_model_mismatches"] == 0
+    assert records["claims_failed"] == 0

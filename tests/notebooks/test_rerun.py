@@ -18,6 +18,12 @@ from tests.conftest import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SMALLER = {
+    "08_quantization_aware_training.ipynb": {
+        "seeds": [0],
+        "ladder": [[4, 4]],
+        "train_limit": 256,
+        "calib_images": 64,
+    },
     "10_cpu_deployment.ipynb": {
         "engines": ["x86"],
         "thread_counts": [1],

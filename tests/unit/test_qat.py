@@ -258,6 +258,7 @@ def test_default_learning_rate_is_lower_at_8_bits(w8a8, w4a4):
     assert w8a8[1].lr == qat.default_lr(8, 8) == 1e-4
     assert w4a4[1].lr == qat.default_lr(4, 4) == 1e-3
     assert qat.default_lr(8, 4) == 1e-3
+    assert qat.default_lr(2, 2) == qat.default_lr(8, 2) == 3e-3  # chosen on validation
 
 
 def test_int8_model_saves_and_reloads(w8a8, evals, tmp_path):
