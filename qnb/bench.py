@@ -7,9 +7,11 @@ quantized engine set for the measurement and restored after. The engine may diff
 (`engine={"int8 x86": "x86", "int8 qnnpack": "qnnpack"}`): it is set before each model's calls,
 so one fp32 baseline is timed once, interleaved with the int8 model of every engine. It reports
 per model the median time per call with its spread (p25-p75, min), the speedup over the
-baseline as a ratio of medians with the p25-p75 of the per-round paired ratios (`paired`), and
-the serialized size. The result prints its conditions (threads, engine, batch, torch, CPU and its
-int8 features) above the table, so a figure shown in a notebook never loses them.
+baseline with its spread (`paired`): the median and p25-p75 of the per-round paired ratios
+(the baseline's sample over the model's sample of the same round, so drift that hits a whole
+round cancels), and the serialized size. The result prints its conditions (threads, engine,
+batch, torch, CPU and its int8 features) above the table, so a figure shown in a notebook never
+loses them.
 
 A model that still holds observers or fake-quant modules is refused (`check_deployable`): it
 runs float code with extra work and says nothing about int8 speed.
@@ -142,7 +144,7 @@ class Row:
 
 @dataclass(frozen=True)
 class Speedup:
-    """A speedup (ratio of median times) and the p25-p75 of the per-round paired ratios."""
+    """A speedup: the median and the p25-p75 (IQR) of the per-round paired time ratios."""
 
     value: float
     p25: float
@@ -168,16 +170,18 @@ class BenchResult:
         raise KeyError(f"name must be one of {known}, got {name!r}")
 
     def speedup(self, name: str) -> float:
-        """Baseline median time / median time of model `name` (> 1: faster than baseline)."""
-        return self._row(self.baseline).median_ms / self._row(name).median_ms
+        """How many times faster model `name` runs than the baseline (> 1: faster): the median
+        of the per-round ratios baseline time / its time; see `paired` for the spread."""
+        return self.paired(name).value
 
     def paired(self, name: str, baseline: str | None = None) -> Speedup:
-        """Model `name` against `baseline` (None: the result's baseline): the ratio of their
-        median times and the p25-p75 of the ratios of the samples taken in the same round."""
+        """Model `name` against `baseline` (None: the result's baseline): the median and the
+        p25-p75 of the ratios baseline time / time of `name`, one per round (the two samples
+        of a ratio were taken in the same round)."""
         base, row = self._row(self.baseline if baseline is None else baseline), self._row(name)
         ratios = np.asarray(base.times_ms) / np.asarray(row.times_ms)
-        p25, p75 = np.quantile(ratios, [0.25, 0.75])
-        return Speedup(base.median_ms / row.median_ms, float(p25), float(p75))
+        p25, median, p75 = np.quantile(ratios, [0.25, 0.5, 0.75])
+        return Speedup(float(median), float(p25), float(p75))
 
     def median_ms(self, name: str) -> float:
         """Median time per call of model `name`, in milliseconds."""
@@ -395,7 +399,8 @@ def compare(
     engine for every model, or a dict of model name -> engine (set before each of that model's
     calls; models it does not name keep the current engine), or None (the current engine): each
     int8 model must run under the engine it was converted with. `speedup` is the median time
-    of `baseline` (default: the first model) over each model's; `paired` adds its spread.
+    of the per-round ratios of `baseline`'s time (default: the first model) over each model's;
+    `paired` adds their p25-p75.
     Models holding observers or fake-quant modules, or in training mode, are refused.
 
     Taught in notebook 05 (static_ptq).
@@ -466,7 +471,7 @@ def speedups(
     per batch size. At each thread count and input, one `compare` call times fp32 once,
     round-robin with every engine's int8 model (each under its own engine), so all engines of
     a setting share one fp32 baseline and its samples. Rows: engine, threads, batch, fp32_ms,
-    int8_ms (medians), speedup (ratio of medians, with the p25-p75 of its paired ratios),
+    int8_ms (medians), speedup (median of the per-round paired ratios, with their p25-p75),
     fp32_bytes, int8_bytes, load_1min.
 
     Taught in notebooks 05 (static_ptq) and 10 (cpu_deployment).
