@@ -291,8 +291,14 @@ def activation_qparams(x: torch.Tensor, engine: str | None = None) -> tuple[floa
             f"x must be a non-empty tensor of finite values, got shape {tuple(x.shape)}"
             + ("" if x.numel() == 0 else " with NaN or inf")
         )
+    engine = checks.check_engine(engine)
     reduce = reduces_range(engine)
-    scale, zero_point = torch._choose_qparams_per_tensor(x.detach().float(), reduce)
+    saved = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine  # with qnnpack set, torch ignores reduce_range
+    try:
+        scale, zero_point = torch._choose_qparams_per_tensor(x.detach().float(), reduce)
+    finally:
+        torch.backends.quantized.engine = saved
     return float(scale), int(zero_point), 127 if reduce else 255
 
 
