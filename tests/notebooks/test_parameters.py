@@ -46,21 +46,41 @@ def test_02_plain_model_other_bits(tmp_path):
     records = run(
         tmp_path,
         "02_per_channel_weights.ipynb",
+        seeds=[1, 2],
         model_names=["plain_cnn"],
         focus_model="plain_cnn",
-        bit_widths=[8, 5, 3],
+        bit_widths=[8, 5, 2],
         sqnr_bits=3,
+        rule_bits=[2],
     )
     fp32 = records["fp32_acc_plain_cnn"]
-    assert fp32 >= 0.97
+    assert fp32 >= 0.95
+    assert records["fp32_acc_plain_cnn_min"] <= fp32 <= records["fp32_acc_plain_cnn_max"]
     for granularity in ("per_tensor", "per_channel"):
         assert records[f"acc_plain_cnn_{granularity}_w8"] == pytest.approx(fp32, abs=0.01)
-    # torch's symmetric grid clips each channel's top positive weight by half a step, which can
-    # put per-tensor ahead at 3 bits (notebook 02, section 4); with a narrow grid it cannot
-    narrow = {g: records[f"acc_plain_cnn_{g}_narrow_w3"] for g in ("per_tensor", "per_channel")}
-    assert narrow["per_channel"] >= narrow["per_tensor"] - 0.01
+    # at 2 bits PyTorch's min/max scale ruins per-tensor weights; the scale chosen on validation
+    # (the MSE rule on these seeds) brings the plain CNN back (notebook 02, section 4)
+    assert records["scale_rule_plain_cnn_per_tensor_w2"] in ("minmax", "narrow", "mse")
+    chosen = records["acc_plain_cnn_per_tensor_chosen_w2_min"]
+    assert chosen > records["acc_plain_cnn_per_tensor_w2_max"] + 0.2
     assert all(v > 0 for k, v in records.items() if k.startswith("sqnr_gain_db_"))
     assert "acc_depthwise_cnn_per_tensor_w8" not in records
+    assert records["claims_checked"] >= 5  # the claims about the depthwise model are skipped
+
+
+def test_02_defaults_hold_their_claims():
+    """The committed notebook (default parameters, three seeds) checked its claims, none failed."""
+    from qnb import read_records
+
+    records = read_records(NOTEBOOKS / "02_per_channel_weights.ipynb")
+    assert records["claims_checked"] >= 15 and records["claims_failed"] == 0
+    for name, value in records.items():
+        if f"{name}_min" in records:
+            assert records[f"{name}_min"] <= value <= records[f"{name}_max"], name
+    assert (
+        records["acc_depthwise_cnn_per_channel_w4_min"]
+        > records["acc_depthwise_cnn_per_tensor_w4_max"]
+    )
 
 
 def test_03_plain_model_other_settings(tmp_path):
@@ -210,16 +230,18 @@ def test_08_depthwise_short_ladder(tmp_path):
 
 
 def test_09_depthwise_three_bit_budget(tmp_path):
-    """The allocation respects its budget; accuracies are recorded (their order is not tested:
-    a few digits either way is noise on 1,000 test digits)."""
+    """The allocation respects its budget; accuracies are recorded with their seed range (their
+    order is not tested: a few digits either way is noise on 1,000 test digits)."""
     records = run(
         tmp_path,
         "09_mixed_precision.ipynb",
+        seeds=[1],
         model_name="depthwise_cnn",
         choices=[2, 4, 8],
         budget_bits=3,
         calib_images=64,
         pareto_budgets=[3, 5],
+        grid_bits=[3],
     )
     assert records["model"] == "depthwise_cnn" and records["budget_bits"] == 3
     assert records["budget_bytes"] == records["uniform3_size_bytes"]
@@ -232,21 +254,21 @@ def test_09_depthwise_three_bit_budget(tmp_path):
     for name, value in records.items():
         if name.endswith("_acc"):
             assert 0 <= value <= 1, name
+            assert records[f"{name}_min"] == records[f"{name}_max"] == value  # one seed
     assert "mixed_b4_acc" not in records and "mixed_b3_acc" in records
-    assert records["pareto_front"]
+    assert records["uniform3_best_grid_rule"] in ("minmax", "narrow", "mse")
+    assert "uniform2_best_grid_acc" not in records
+    assert "pareto_front" not in records  # decided by a few digits: not a result
 
 
-SMALL_10 = dict(
-    thread_counts=[1],
-    cnn_batches=[4, 64],
-    vision_models=["mobilenet_v2"],
-    vision_batches=[2],
-    calib_batches=1,
-    warmup=1,
-    repeats=2,
-    pt2e_model="mobilenet_v2",
-    pt2e_batch=2,
-)
+def test_09_defaults_hold_their_claims():
+    """The committed notebook (default parameters) checked its claims and none failed."""
+    from qnb import read_records
+
+    records = read_records(NOTEBOOKS / "09_mixed_precision.ipynb")
+    assert records["claims_checked"] >= 5 and records["claims_failed"] == 0
+    assert records["uniform4_acc_min"] <= records["uniform4_acc"] <= records["uniform4_acc_max"]
+    assert records["mixed_acc_min"] <= records["mixed_acc"] <= records["mixed_acc_max"]
 
 
 def test_10_one_engine_small_batches(tmp_path):

@@ -18,12 +18,14 @@ from tests.conftest import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SMALLER = {
+    "02_per_channel_weights.ipynb": {"seeds": [0], "bit_widths": [8, 3], "rule_bits": [2]},
     "08_quantization_aware_training.ipynb": {
         "seeds": [0],
         "ladder": [[4, 4]],
         "train_limit": 256,
         "calib_images": 64,
     },
+    "09_mixed_precision.ipynb": {"seeds": [0], "calib_images": 64, "pareto_budgets": [2.5]},
     "10_cpu_deployment.ipynb": {
         "engines": ["x86"],
         "thread_counts": [1],
