@@ -132,7 +132,7 @@ class Row:
     times_ms: list[float]
     calls_per_sample: int
     size_bytes: int | None = None
-    engine: str | None = None  # the quantized engine set while this model ran
+    engine: str | None = None  # the quantized engine set for this model (None: not set)
 
     def quantile(self, q: float) -> float:
         return float(np.quantile(self.times_ms, q))
@@ -193,16 +193,16 @@ class BenchResult:
         return dict(self.conditions)
 
     def table(self) -> pd.DataFrame:
-        """One row per model: the engine it ran under, median, p25, p75 and min ms per call,
-        speedup over the baseline (with p25-p75 of the per-round paired ratios), size in
-        bytes, calls per sample."""
+        """One row per model: the engine set for it ("-": none), median, p25, p75 and min ms
+        per call, speedup over the baseline (the median of the per-round paired ratios, with
+        their p25-p75), size in bytes, calls per sample."""
         records = []
         for row in self.rows:
             speedup = self.paired(row.name)
             records.append(
                 {
                     "model": row.name,
-                    "engine": row.engine,
+                    "engine": row.engine or "-",
                     "median_ms": row.median_ms,
                     "p25_ms": row.quantile(0.25),
                     "p75_ms": row.quantile(0.75),
@@ -290,13 +290,11 @@ def _check_engine(engine: object) -> str | None:
         raise ValueError(f"{error}; None here keeps the current engine") from None
 
 
-def _check_engines(engine: object, names: list[str]) -> dict[str, str]:
-    """The engine each model runs under: one for all, one per named model (the others keep
-    the current engine), or the current one everywhere (None)."""
-    current = torch.backends.quantized.engine
+def _check_engines(engine: object, names: list[str]) -> dict[str, str | None]:
+    """The engine each model is run under: one for all, one per named model, or None (the
+    model keeps the engine that is current when timing starts: a float model needs none)."""
     if engine is None or isinstance(engine, str):
-        one = _check_engine(engine) or current
-        return dict.fromkeys(names, one)
+        return dict.fromkeys(names, _check_engine(engine))
     if not isinstance(engine, Mapping):
         raise TypeError(
             "engine must be None, an engine name or a dict of model name -> engine, "
@@ -306,7 +304,7 @@ def _check_engines(engine: object, names: list[str]) -> dict[str, str]:
     if unknown:
         known = ", ".join(map(repr, names))
         raise ValueError(f"engine names model {unknown[0]!r}, which is not one of {known}")
-    return {name: _check_engine(engine.get(name)) or current for name in names}
+    return {name: _check_engine(engine.get(name)) for name in names}
 
 
 def _check_threads(threads: object) -> int | None:
@@ -338,7 +336,7 @@ def _rounds(names: list[str], repeats: int) -> Iterable[list[str]]:
 
 def _measure(
     models: dict[str, nn.Module],
-    engines: dict[str, str],
+    engines: dict[str, str | None],
     run: Callable[[nn.Module], object],
     warmup: int,
     repeats: int,
@@ -349,10 +347,12 @@ def _measure(
     engine is set before its calls (outside the timed span)."""
     names = list(models)
     current = names[0]
+    start = torch.backends.quantized.engine
 
     def select(name: str) -> nn.Module:
-        if torch.backends.quantized.engine != engines[name]:
-            torch.backends.quantized.engine = engines[name]
+        wanted = engines[name] or start
+        if torch.backends.quantized.engine != wanted:
+            torch.backends.quantized.engine = wanted
         return models[name]
 
     try:
@@ -397,8 +397,9 @@ def compare(
     reported as ms per call. `threads` (1..cores; None: the current count) and `engine` hold
     for the measurement only and are restored after, also on error. `engine` is a quantized
     engine for every model, or a dict of model name -> engine (set before each of that model's
-    calls; models it does not name keep the current engine), or None (the current engine): each
-    int8 model must run under the engine it was converted with. `speedup` is the median time
+    calls; models it does not name, such as float models, keep the current engine and show no
+    engine in the table), or None (the current engine): each int8 model must run under the
+    engine it was converted with. `speedup` is the median time
     of the per-round ratios of `baseline`'s time (default: the first model) over each model's;
     `paired` adds their p25-p75.
     Models holding observers or fake-quant modules, or in training mode, are refused.
@@ -436,10 +437,13 @@ def compare(
         torch.backends.quantized.engine = old_engine
 
     rows = [Row(n, t, calls, sizes[n], engines[n]) for n, (t, calls) in measured.items()]
-    one_engine = len(set(engines.values())) == 1
+    if isinstance(engine, Mapping):
+        shown: object = {n: e for n, e in engines.items() if e is not None}
+    else:
+        shown = engines[rows[0].name] or info["quantized_engine"]
     conditions = {
         "threads": info["threads"],
-        "engine": next(iter(engines.values())) if one_engine else dict(engines),
+        "engine": shown,
         "batch": batch,
         "torch": info["torch"],
         "cpu": info["cpu"],
