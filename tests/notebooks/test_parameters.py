@@ -76,7 +76,8 @@ def test_02_defaults_hold_their_claims():
     assert records["claims_checked"] >= 15 and records["claims_failed"] == 0
     for name, value in records.items():
         if f"{name}_min" in records:
-            assert records[f"{name}_min"] <= value <= records[f"{name}_max"], name
+            lo, hi = records[f"{name}_min"], records[f"{name}_max"]
+            assert lo - 1e-9 <= value <= hi + 1e-9, name  # a mean of equal values may round
     assert (
         records["acc_depthwise_cnn_per_channel_w4_min"]
         > records["acc_depthwise_cnn_per_tensor_w4_max"]
@@ -267,8 +268,9 @@ def test_09_defaults_hold_their_claims():
 
     records = read_records(NOTEBOOKS / "09_mixed_precision.ipynb")
     assert records["claims_checked"] >= 5 and records["claims_failed"] == 0
-    assert records["uniform4_acc_min"] <= records["uniform4_acc"] <= records["uniform4_acc_max"]
-    assert records["mixed_acc_min"] <= records["mixed_acc"] <= records["mixed_acc_max"]
+    for name in ("uniform4_acc", "mixed_acc"):
+        lo, hi = records[f"{name}_min"], records[f"{name}_max"]
+        assert lo - 1e-9 <= records[name] <= hi + 1e-9, name
 
 
 def test_10_one_engine_small_batches(tmp_path):
