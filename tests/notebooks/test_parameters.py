@@ -163,11 +163,11 @@ def test_05_on_an_arm_engine_list_runs_to_the_end(tmp_path, monkeypatch):
     monkeypatch.setenv("QNB_ENGINES", "qnnpack")
     records = run(tmp_path, "05_static_ptq.ipynb", seeds=[0], repeats=3)
     assert records["engine"] == "qnnpack"
-    assert [n for n in records if n.startswith("speedup_b256_")] == [
-        "speedup_b256_qnnpack",
-        "speedup_b256_qnnpack_p25",
-        "speedup_b256_qnnpack_p75",
-    ]
+    per_engine = {n for n in records if n.startswith("speedup_b256_")} - {
+        "speedup_b256_p25",
+        "speedup_b256_p75",
+    }
+    assert per_engine == {f"speedup_b256_qnnpack{s}" for s in ("", "_p25", "_p75")}
     assert "claims_failed" in records
 
 
