@@ -19,6 +19,13 @@ from tests.conftest import REPO
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SMALLER = {
     "02_per_channel_weights.ipynb": {"seeds": [0], "bit_widths": [8, 3], "rule_bits": [2]},
+    "03_activation_calibration.ipynb": {
+        "seeds": [0],
+        "act_bit_widths": [4],
+        "calib_images": 64,
+        "calib_sizes": [8, 32],
+        "calib_seeds": [0],
+    },
     "08_quantization_aware_training.ipynb": {
         "seeds": [0],
         "ladder": [[4, 4]],
@@ -26,6 +33,7 @@ SMALLER = {
         "calib_images": 64,
     },
     "09_mixed_precision.ipynb": {"seeds": [0], "calib_images": 64, "pareto_budgets": [2.5]},
+    "13_experiment_sweeps.ipynb": {"grid": {"compare_bits": [4, 8], "seed": [0]}},
     "10_cpu_deployment.ipynb": {
         "engines": ["x86"],
         "thread_counts": [1],
