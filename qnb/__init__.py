@@ -1,19 +1,27 @@
 """qnb: the helper package of the quantization workbook.
 
+The base layer, which every module may use: `checks` (one argument check per concept),
+`eager` (the eager torch.ao plumbing: engines, fusion, model checks, the first int8 run),
+`files` (the checkout's root, the atomic writer), `env` (this machine: engines, CPU),
+`progress` (bars), `calibration` (feeding batches). Dependencies point one way: no module uses
+another's `_private` names, and the notebook tooling does not import torch.
+
 Modules, one idea each:
 - `affine`: the numpy reference of scale/zero-point quantization, bit-exact with torch;
-- `data`: the offline MNIST subset as loaders; `models`: the workbook's CNNs, cached;
-- `estimators`: activation range estimators as torch.ao observers;
-- `calibration`: feeding calibration batches; `simulate`: fake-quantized whole models;
+- `integer`: the numpy reference of integer-only linear/conv, bit-exact with torch's kernels;
+- `data`: the offline MNIST subset as train / validation / test loaders; `models`: the
+  workbook's models, trained on one thread and cached per seed;
+- `estimators`: activation range estimators as torch.ao observers; `simulate`: fake-quantized
+  whole models;
 - `ptq`: eager static post-training quantization; `dynamic`: dynamic and weight-only;
 - `pt2e`: the successor path (torch.export, X86InductorQuantizer, Inductor);
 - `qat`: quantization-aware training; `mixed`: per-layer bit widths, the one-call `qnb.quantize`;
-- `bench`: latency and size, measured the workbook's way;
-- `env`: what this machine offers; `progress`: progress bars that suit where code runs;
+- `bench`: latency and size, measured the workbook's way; `deploy`: saving, loading, fresh runs;
+- `stats`: paired comparisons and seed spread; `claims`: the prose's claims checked on the run;
 - `records`: metrics inside executed notebooks; `exercises`: checks for the exercises;
 - `assignments`: student and instructor builds, grading;
 - `runner`, `sweep`, `report`: papermill runs, parameter grids, their HTML report;
-- `notebook`: notebook file hygiene; `checks`: the shared argument checks.
+- `notebook`: notebook file hygiene.
 """
 
 from qnb.records import read_records, record
