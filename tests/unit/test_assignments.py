@@ -120,12 +120,26 @@ def test_every_solution_is_followed_by_its_check_and_its_stub_keeps_its_names(bu
                 assert cell.metadata["exercise"] == exercise.id
 
 
+class _Placeholder:
+    """Whatever a check cell reads from the notebook before it (`sqnr["uniform"]`, `model.fc`,
+    `f(x)`): the unanswered stub must be diagnosed before any of it is looked at."""
+
+    def __getitem__(self, key: object) -> _Placeholder:
+        return self
+
+    def __getattr__(self, name: str) -> _Placeholder:
+        return self
+
+    def __call__(self, *args: object, **kwargs: object) -> _Placeholder:
+        return self
+
+
 class _Names(dict):
     """Locals for running a stub and its check with none of the notebook before them: the
-    checks and builtins resolve, every other name is a placeholder object."""
+    checks and builtins resolve, every other name is a placeholder."""
 
     def __missing__(self, name: str):
-        return vars(exercises).get(name, getattr(builtins, name, object()))
+        return vars(exercises).get(name, getattr(builtins, name, _Placeholder()))
 
 
 def test_every_stub_fails_and_then_its_check_says_not_answered_yet(built):
