@@ -343,6 +343,15 @@ def _accumulate(x: np.ndarray, x_qp: QParams, w: np.ndarray, w_qp: QParams) -> n
     return acc
 
 
+def _check_codes(x: np.ndarray, x_qp: QParams, w: np.ndarray, w_qp: QParams) -> None:
+    """One scale per output channel, codes inside their ranges, no int32 overflow for the
+    K = in_features (x kernel size) products summed per output."""
+    _check_channels(w_qp, w.shape[0])
+    _in_range(x, "x_q", x_qp)
+    _in_range(w, "w_q", w_qp)
+    _check_overflow(int(np.prod(w.shape[1:])), x_qp, w_qp)
+
+
 def _check_linear_inputs(
     x_q: Any, x_qp: QParams, w_q: Any, w_qp: QParams
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -355,10 +364,7 @@ def _check_linear_inputs(
             f"x_q has {x.shape[-1]} features (last dim, shape {x.shape}) but w_q expects "
             f"{w.shape[1]} (shape {w.shape}); they must match"
         )
-    _check_channels(w_qp, w.shape[0])
-    _in_range(x, "x_q", x_qp)
-    _in_range(w, "w_q", w_qp)
-    _check_overflow(w.shape[1], x_qp, w_qp)
+    _check_codes(x, x_qp, w, w_qp)
     return x, w
 
 
@@ -439,10 +445,7 @@ def _check_conv_inputs(x_q, x_qp, w_q, w_qp, stride, padding, groups):
                 f"the padded input {name} ({size}) is smaller than the kernel "
                 f"({w.shape[axis]}); x_q.shape = {x.shape}, padding = {padding}"
             )
-    _check_channels(w_qp, w.shape[0])
-    _in_range(x, "x_q", x_qp)
-    _in_range(w, "w_q", w_qp)
-    _check_overflow(w.shape[1] * w.shape[2] * w.shape[3], x_qp, w_qp)
+    _check_codes(x, x_qp, w, w_qp)
     return x, w, stride, padding, groups
 
 
