@@ -33,7 +33,8 @@ from urllib.parse import quote
 
 from matplotlib.figure import Figure
 
-from qnb import runner, sweep
+from qnb import sweep
+from qnb.files import write_atomic
 
 REPORT = "report.html"
 MAX_LINES = 8  # more combinations than this are drawn as points without a legend
@@ -293,4 +294,4 @@ def report(out: str | Path) -> Path:
     """Write `out/report.html` for the runs in `out`, atomically."""
     out = Path(out)
     page = render(sweep.results(out), title=f"qnb results: {out.resolve().name}")
-    return runner.write_text_atomic(out / REPORT, page)
+    return write_atomic(out / REPORT, page)

@@ -110,9 +110,6 @@ def execute(
     return RunResult(source.name, output, status, seconds, error, records, cell, cell_source)
 
 
-write_text_atomic = write_atomic  # TODO(base layer): report.py calls it; move it to files
-
-
 def write_csv_atomic(path: str | Path, rows: list[dict]) -> Path:
     """Write `rows` as CSV (columns in order of first appearance) atomically."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
