@@ -30,7 +30,8 @@ def _fail(exercise: str, hint: str) -> None:
 
 def _needs_answer(check: Callable[..., None]) -> Callable[..., None]:
     """Guard a check: an answer left as a stub (a `None`, or a function that still raises the
-    stub's NotImplementedError) fails as "not answered yet", never with a confusing traceback.
+    stub's NotImplementedError: nbgrader's bare one, or one that names the exercise) fails as
+    "not answered yet", never with a confusing traceback.
 
     The exercise is named by the first words of the check's docstring ("Exercise NN.K: ...").
     """
@@ -51,13 +52,13 @@ def _needs_answer(check: Callable[..., None]) -> Callable[..., None]:
             )
         try:
             return check(*args, **kwargs)
-        except NotImplementedError as exc:
-            if not str(exc).startswith(name):
+        except NotImplementedError as exc:  # nbgrader's stub raises it bare
+            if str(exc) and not str(exc).startswith(name):
                 raise
         _fail(
             name,
-            "not answered yet: your function is still the stub (it raises NotImplementedError); "
-            "write its body in the cell above and run it",
+            "not answered yet: your code is still the stub (it raises NotImplementedError); "
+            "replace the stub in the cell above with your answer and run it",
         )
 
     return guarded
