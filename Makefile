@@ -100,9 +100,10 @@ smoke: $(READY) $(LAB_OVERRIDES)
 notebooks: $(READY)
 	$(BIN)/python -m qnb refresh $(NOTEBOOKS)
 
-## assignments: student and instructor versions of the notebooks in build/assignments
+## assignments: the notebooks as an nbgrader course in build/course: source/ (with solutions) and
+## release/ (the students' versions, made by nbgrader's generate_assignment)
 assignments: $(READY)
-	$(BIN)/python -m qnb assignments build --out build/assignments
+	$(BIN)/python -m qnb assignments build --out build/course
 
 ## lab: open JupyterLab on the notebooks, with this environment as the kernel
 # (--allow-root only when run as root, e.g. in a container; no news or update checks: offline)

@@ -7,9 +7,8 @@
   python -m qnb report DIR                         DIR/results.csv and DIR/report.html
   python -m qnb refresh NOTEBOOK...                re-execute committed notebooks in place
   python -m qnb assignments build --out DIR [NOTEBOOK...]
-                      DIR/student (solutions as stubs) and DIR/instructor versions
-  python -m qnb assignments grade NOTEBOOK... [--out DIR] [--reference DIR]
-                      [--timeout S] [--jobs N]  grades.csv, grades.json, graded notebooks
+                      an nbgrader course: DIR/source and DIR/release (nbgrader's
+                      generate_assignment); grade it with nbgrader (README, For instructors)
 
 Exit status: 0 all runs ok, 1 some run failed, 2 bad input (nothing ran).
 """
@@ -82,60 +81,40 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_assignments(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "assignments", help="student and instructor versions of the notebooks, and grading"
+        "assignments", help="the notebooks as an nbgrader course (source/ and release/)"
     )
     actions = parser.add_subparsers(dest="action", required=True)
     build = actions.add_parser(
         "build",
-        help="write DIR/student (solutions replaced by stubs) and DIR/instructor",
-        description="Student versions: every solution cell replaced by a stub that raises "
-        "NotImplementedError with a hint, outputs cleared. Instructor versions: solutions kept.",
+        help="write an nbgrader course: DIR/source and DIR/release",
+        description="One nbgrader assignment per notebook: DIR/nbgrader_config.py, "
+        "DIR/source/NN_topic/ (the notebook with its solutions) and DIR/release/NN_topic/ (the "
+        "students' version, made by `nbgrader generate_assignment`). Grading is nbgrader's: "
+        "autograde, generate_feedback, export (see the README, 'For instructors').",
     )
     build.add_argument(
         "notebooks", nargs="*", metavar="NOTEBOOK", help="default: every notebooks/NN_*.ipynb"
     )
-    build.add_argument("--out", required=True, help="output folder")
-    grade = actions.add_parser(
-        "grade",
-        help="execute submitted notebooks and score every exercise",
-        description="Runs each notebook in a process of its own and reads each check's result. "
-        "Prints a table; writes OUT/grades.csv, OUT/grades.json and the executed notebooks "
-        "in OUT/graded/.",
-    )
-    grade.add_argument("notebooks", nargs="+", metavar="NOTEBOOK")
-    grade.add_argument("--out", default=".", help="folder for the grades (default: .)")
-    grade.add_argument(
-        "--reference", metavar="DIR",
-        help="instructor notebooks: exercises, points and check cells come from the same-named "
-        "notebook there, so an edited or deleted check cell does not count",
-    )  # fmt: skip
-    grade.add_argument(
-        "--timeout", type=_positive, default=900.0, metavar="S",
-        help="seconds a notebook may take before it is stopped (default: 900)",
-    )  # fmt: skip
-    grade.add_argument(
-        "--jobs", type=_jobs, default=1, metavar="N", help="notebooks at a time (default: 1)"
-    )
+    build.add_argument("--out", required=True, help="the course folder")
+
+
+GRADING_MOVED = (
+    "'assignments grade' is gone: grading is nbgrader's. In the course folder: "
+    "nbgrader autograde ASSIGNMENT, then nbgrader generate_feedback ASSIGNMENT and "
+    "nbgrader export (README, 'For instructors')"
+)
 
 
 def _assignments(args: argparse.Namespace) -> int:
-    from qnb import assignments  # pandas: only when needed
+    from qnb import assignments
 
-    if args.action == "build":
-        written = assignments.build(args.out, args.notebooks)
-        for kind, paths in written.items():
-            print(f"{kind}: {len(paths)} notebooks in {Path(args.out) / kind}")
-        return 0
-    try:
-        table = assignments.grade(
-            args.notebooks, args.timeout, args.reference, args.out, jobs=args.jobs
-        )
-    except KeyboardInterrupt:
-        print("interrupted; nothing written", file=sys.stderr)
-        return 130
-    print(assignments.format_table(table))
-    csv_path, json_path = assignments.write_grades(table, args.out)
-    print(f"wrote {csv_path} and {json_path}")
+    result = assignments.build(args.out, args.notebooks)
+    for name, points, count in result["built"]:
+        print(f"{name}: {count} exercises, {points:g} points")
+    for name in result["skipped"]:
+        print(f"{name}: skipped, no nbgrader cells (not an assignment yet)")
+    total = sum(points for _, points, _ in result["built"])
+    print(f"{len(result['built'])} assignments, {total:g} points: {Path(args.out) / 'release'}")
     return 0
 
 
@@ -174,6 +153,9 @@ def _report(out: str) -> str:
 
 
 def _main(argv: list[str]) -> int:
+    if argv[:2] == ["assignments", "grade"]:
+        print(f"error: {GRADING_MOVED}", file=sys.stderr)
+        return 2
     if argv[:2] == ["sweep", "collect"]:
         out = _collect_parser().parse_args(argv[2:]).dir
         print(f"wrote {sweep.collect(out)}")

@@ -99,11 +99,22 @@ def test_amdahl_mistakes_get_their_hint(function, hint):
         check_amdahl(function)
 
 
-def test_amdahl_stub_is_not_answered_yet():
-    def amdahl(p: float, k: float) -> float:
-        raise NotImplementedError("Exercise 10.2: write the body")
+@pytest.mark.parametrize("message", ["Exercise 10.2: write it", ""], ids=["named", "nbgrader"])
+def test_amdahl_stub_is_not_answered_yet(message):
+    """A stub that names the exercise, or nbgrader's bare `raise NotImplementedError()`."""
 
-    with pytest.raises(ExerciseError, match="not answered yet: your function is still the stub"):
+    def amdahl(p: float, k: float) -> float:
+        raise NotImplementedError(message)
+
+    with pytest.raises(ExerciseError, match="not answered yet: your code is still the stub"):
+        check_amdahl(amdahl)
+
+
+def test_a_not_implemented_error_of_another_kind_is_not_taken_for_a_stub():
+    def amdahl(p: float, k: float) -> float:
+        raise NotImplementedError("torch has no kernel for this")
+
+    with pytest.raises(NotImplementedError, match="no kernel"):
         check_amdahl(amdahl)
 
 
@@ -479,7 +490,7 @@ CASES = {
         "use widths of 6 bits or more",
     ),
     "01.3-stub": (check_db_per_bit, lambda s: (None, BITS_01, SQNR_01), "not answered yet"),
-    "01.2-stub": (check_quantize, lambda s: (_stub("01.2"),), "your function is still the stub"),
+    "01.2-stub": (check_quantize, lambda s: (_stub("01.2"),), "your code is still the stub"),
     # 02.1: per-output-channel symmetric scales at 4 bits
     "02.1-right": (check_channel_scales, lambda s: (s.scales(4), s.weight, 4), PASSED),
     "02.1-divided-by-qmax": (
