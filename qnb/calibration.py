@@ -53,3 +53,66 @@ def _length(calib: Iterable) -> int | None:
         return len(calib)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+def input_batches(calib: Iterable, num_batches: int | None = None) -> list[torch.Tensor]:
+    """The input tensors of up to `num_batches` batches of `calib`, as a list (to reuse)."""
+    if num_batches is not None:
+        num_batches = checks.check_int("num_batches", num_batches, 1)
+    checks.check_calib(calib)
+    batches = []
+    for batch in calib:
+        batches.append(batch_inputs(batch))
+        if len(batches) == num_batches:
+            break
+    if not batches:
+        raise ValueError("calib yielded no batches: calibration needs at least one batch of data")
+    return batches
+
+
+def forward_order(model: nn.Module, names: Iterable[str], batch: torch.Tensor) -> list[str]:
+    """`names` (submodules of `model`) in the order one forward pass of `batch` first calls
+    them; a submodule the pass never calls is an error."""
+    modules = dict(model.named_modules())
+    names = list(names)
+    order: list[str] = []
+    hooks = [
+        modules[n].register_forward_pre_hook(lambda _m, _a, n=n: None if n in order
+                                             else order.append(n))
+        for n in names
+    ]
+    try:
+        with torch.inference_mode():
+            model(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    missing = [n for n in names if n not in order]
+    if missing:
+        raise ValueError(f"the forward pass never calls {', '.join(missing)}: these layers "
+                         "cannot be processed in forward order")
+    return order
+
+
+def capture(
+    model: nn.Module, name: str, batches: Iterable[torch.Tensor], *, output: bool = False
+) -> torch.Tensor:
+    """The input (or, with `output`, the output) of submodule `name` over `batches`, stacked
+    along the batch dimension. The output is taken before any other forward hook of that
+    module (an observer or fake quantizer that torch.ao's prepare attached) changes it."""
+    module = dict(model.named_modules()).get(name)
+    if module is None:
+        raise ValueError(f"name={name!r} is not a submodule of the model")
+    seen: list[torch.Tensor] = []
+    if output:
+        hook = module.register_forward_hook(lambda _m, _a, out: seen.append(out.detach()),
+                                            prepend=True)
+    else:
+        hook = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():  # not inference_mode: the tensors may feed autograd later
+            for batch in batches:
+                model(batch)
+    finally:
+        hook.remove()
+    return torch.cat(seen)

@@ -136,18 +136,31 @@ def fake_quantize_weight(
                 weight, scale.flatten().float(), zero, 0, qmin, qmax
             )
         return torch.fake_quantize_per_tensor_affine(weight, float(scale), 0, qmin, qmax)
+    scale, zp, qmin, qmax = weight_qparams(weight, bits, granularity, symmetric)
+    if granularity == "per_channel":
+        return torch.fake_quantize_per_channel_affine(weight, scale, zp, 0, qmin, qmax)
+    return torch.fake_quantize_per_tensor_affine(weight, float(scale), int(zp), qmin, qmax)
+
+
+def weight_qparams(
+    weight: torch.Tensor, bits: int, granularity: str = "per_channel", symmetric: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """`(scale, zero_point, qmin, qmax)` of PyTorch's min/max weight observers ("minmax" rule) on
+    a signed `bits`-wide grid: one scale and zero point per output channel, or one in all.
+
+    Taught in notebook 07 (advanced_ptq: AdaRound rounds on this grid)."""
+    bits = checks.check_bits("bits", bits)
+    checks.check_choice("granularity", granularity, GRANULARITIES)
     qmin, qmax, dtype = _weight_range(bits)
     if granularity == "per_channel":
         scheme = torch.per_channel_symmetric if symmetric else torch.per_channel_affine
         obs = PerChannelMinMaxObserver(0, dtype, scheme, quant_min=qmin, quant_max=qmax)
-        obs(weight)
-        scale, zp = obs.calculate_qparams()
-        return torch.fake_quantize_per_channel_affine(weight, scale, zp.int(), 0, qmin, qmax)
-    scheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
-    obs = MinMaxObserver(dtype=dtype, qscheme=scheme, quant_min=qmin, quant_max=qmax)
-    obs(weight)
+    else:
+        scheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
+        obs = MinMaxObserver(dtype=dtype, qscheme=scheme, quant_min=qmin, quant_max=qmax)
+    obs(weight.detach())
     scale, zp = obs.calculate_qparams()
-    return torch.fake_quantize_per_tensor_affine(weight, float(scale), int(zp), qmin, qmax)
+    return scale, zp.int(), qmin, qmax
 
 
 def _quantize_weights_(
