@@ -6,10 +6,13 @@ never from the notebook's solution, and raises `ExerciseError` with a hint that 
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import itertools
 import math
 import re
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -863,6 +866,494 @@ def check_amdahl(function: Callable[[float, float], float]) -> None:
         if not _close(g, want):
             _fail(name, f"amdahl({p}, {k:.4g}) gave {g!r}; expected {want:.4g}")
     _passed(name, "with p = 0.9 and k = 4 the model gets 3.08x, not 4x")
+
+
+# --- the core of a technique, written by the student: 02.3, 03.3, 05.3, 06.3, 09.3, 10.3, 13.3 --
+# Each takes `seed`: the visible check uses seed 0, the hidden tests other seeds (other data, and
+# where it matters other bits), so an answer tuned to the visible case does not pass.
+
+
+def _as_array(got: object) -> np.ndarray:
+    if isinstance(got, torch.Tensor):
+        got = got.detach().numpy()
+    return np.asarray(got, dtype=np.float64)
+
+
+def _same_grid(got: np.ndarray, want: np.ndarray, step: np.ndarray) -> bool:
+    """Equal, but for values within an ulp of a tie between two levels (x / s vs x * (1 / s)):
+    at most 1% of them may be one step off."""
+    if got.shape != want.shape:
+        return False
+    off = np.abs(got - want)
+    exact = off <= 1e-4 * step + 1e-7
+    one_step = np.isclose(off, step, rtol=1e-3)
+    return bool(np.all(exact | one_step) and one_step.mean() <= 0.01)
+
+
+def _conv_weight(seed: int) -> torch.Tensor:
+    """A conv weight whose output channels have ranges 30x apart, as after BN folding."""
+    gen = torch.Generator().manual_seed(seed)
+    spread = torch.logspace(-1.5, 0, 8).reshape(-1, 1, 1, 1)
+    return torch.randn((8, 4, 3, 3), generator=gen) * spread
+
+
+@_needs_answer
+def check_fake_quantize_per_channel(fn: Callable[[np.ndarray, int], np.ndarray], seed: int = 0):
+    """Exercise 02.3: `fn(weight, bits)` fake-quantizes a conv weight per output channel,
+    symmetric, signed, as torch's per-channel kernel with PerChannelMinMaxObserver's scales."""
+    name, bits = "Exercise 02.3", (4, 3, 5)[seed % 3]
+    w = _conv_weight(seed)
+    scales = _observer_scales(w, bits)
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    zeros = torch.zeros(len(w), dtype=torch.int32)
+    want = torch.fake_quantize_per_channel_affine(w, scales, zeros, 0, qmin, qmax).double().numpy()
+    got = _as_array(fn(w.numpy().copy(), bits))
+    step = scales.double().numpy().reshape(-1, 1, 1, 1) * np.ones_like(want)
+    if got.shape != want.shape:
+        _fail(name, f"returned shape {got.shape}, expected {want.shape}: one value per weight")
+    if _same_grid(got, want, step):
+        _passed(name, f"{bits}-bit per-channel fake quantization, one scale per output channel")
+        return
+    w64, half = w.double().numpy(), (qmax - qmin) / 2
+    top = np.abs(w64).reshape(len(w64), -1).max(1).reshape(-1, 1, 1, 1)
+    if np.all(got == np.rint(got)) and qmin <= got.min() and got.max() <= qmax:
+        _fail(name, "those are the integer codes: return the dequantized weights, codes * scale")
+    mistakes = {
+        "one scale for the whole tensor is per-tensor: take max |w| over each output channel "
+        "(axis 0) separately": np.clip(np.rint(w64 / (np.abs(w64).max() / half)), qmin, qmax)
+        * (np.abs(w64).max() / half),
+        f"you divided by qmax = {qmax}; torch's symmetric scale is max|w| / ((qmax - qmin) / 2) "
+        f"= max|w| / {half}": np.clip(np.rint(w64 / (top / qmax)), qmin, qmax) * (top / qmax),
+    }
+    for hint, mistake in mistakes.items():
+        if _same_grid(got, mistake, step) or np.allclose(got, mistake, rtol=1e-5, atol=1e-7):
+            _fail(name, hint)
+    if np.any(np.isclose(got, (qmax + 1) * step, rtol=1e-4)):
+        _fail(
+            name,
+            f"clamp to [qmin, qmax] = [{qmin}, {qmax}]: the largest w / scale is {half}, which "
+            f"can round to {qmax + 1}",
+        )
+    _fail(
+        name,
+        f"{int((np.abs(got - want) > 1e-4 * step + 1e-7).sum())} of {want.size} values are off: "
+        "q = clamp(round(w / s), qmin, qmax), then q * s, with s = max|w| / ((qmax - qmin) / 2) "
+        "per output channel",
+    )
+
+
+def _activation_batches(seed: int) -> list[np.ndarray]:
+    """Eight batches of ReLU-like activations whose range drifts, one outlier batch among them."""
+    rng = np.random.default_rng(seed + 30)
+    batches = [np.maximum(rng.normal(0.5, 1 + 0.1 * k, 512), 0).astype(np.float32) - 0.05 * k
+               for k in range(8)]  # fmt: skip
+    batches[5] = batches[5] * 3
+    return batches
+
+
+@_needs_answer
+def check_moving_average_minmax(
+    fn: Callable[[list, float], tuple[float, float]], seed: int = 0
+) -> None:
+    """Exercise 03.3: `fn(batches, averaging_constant)` returns the (min, max) calibration range
+    torch's MovingAverageMinMaxObserver ends with after seeing the batches in order."""
+    from torch.ao.quantization.observer import MovingAverageMinMaxObserver
+
+    name, c = "Exercise 03.3", (0.01, 0.2, 0.5)[seed % 3]
+    batches = _activation_batches(seed)
+    observer = MovingAverageMinMaxObserver(averaging_constant=c)
+    for b in batches:
+        observer(torch.from_numpy(b))
+    want = (float(observer.min_val), float(observer.max_val))
+    got = fn([b.copy() for b in batches], c)
+    if not isinstance(got, tuple | list) or len(got) != 2:
+        _fail(name, f"return a pair (min, max), got {got!r}")
+    got = tuple(float(v) for v in got)
+
+    def close(a: tuple, b: tuple) -> bool:
+        pairs = zip(a, b, strict=True)
+        return all(math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-6) for x, y in pairs)
+
+    if close(got, want):
+        _passed(name, f"range [{want[0]:.4g}, {want[1]:.4g}] after {len(batches)} batches, c={c}")
+        return
+
+    def average(start: tuple[float, float], weight_new: float) -> tuple[float, float]:
+        lo, hi = start
+        for b in batches[1:]:
+            lo += weight_new * (float(b.min()) - lo)
+            hi += weight_new * (float(b.max()) - hi)
+        return lo, hi
+
+    first = (float(batches[0].min()), float(batches[0].max()))
+    mistakes = {
+        "that is the min/max over all batches: move the range only a fraction c of the way "
+        "towards each new batch's min and max": (
+            min(float(b.min()) for b in batches),
+            max(float(b.max()) for b in batches),
+        ),
+        "the first batch sets the range as it is; averaging from (0, 0) pulls it towards 0": (
+            _from_zero(batches, c)
+        ),
+        "c weighs the new batch: new = old + c * (batch - old), not old + (1 - c) * (batch - old)":
+            average(first, 1 - c),
+        "a plain mean of the batch minima and maxima weighs every batch alike; a moving average "
+        "forgets old batches": (
+            float(np.mean([b.min() for b in batches])),
+            float(np.mean([b.max() for b in batches])),
+        ),
+        "that is the last batch's range: average it in, with weight c": (
+            float(batches[-1].min()),
+            float(batches[-1].max()),
+        ),
+    }
+    for hint, mistake in mistakes.items():
+        if close(got, mistake):
+            _fail(name, hint)
+    _fail(
+        name,
+        f"got ({got[0]:.4g}, {got[1]:.4g}); expected ({want[0]:.4g}, {want[1]:.4g}): the first "
+        "batch sets the range, then min += c * (batch.min() - min), the same for max",
+    )
+
+
+def _from_zero(batches: list[np.ndarray], c: float) -> tuple[float, float]:
+    lo = hi = 0.0
+    for b in batches:
+        lo, hi = lo + c * (float(b.min()) - lo), hi + c * (float(b.max()) - hi)
+    return lo, hi
+
+
+class _Tiny(torch.nn.Module):
+    """QuantStub -> conv -> ReLU -> linear -> DeQuantStub: eager PTQ needs no fusion for it."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        from torch.ao.quantization import DeQuantStub, QuantStub
+
+        torch.manual_seed(seed)
+        self.quant, self.dequant = QuantStub(), DeQuantStub()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.relu = torch.nn.ReLU()
+        self.fc = torch.nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv(self.quant(x)))
+        return self.dequant(self.fc(x.flatten(1)))
+
+
+def _eager_ptq(model: torch.nn.Module, calib: list, qconfig_engine: str) -> torch.nn.Module:
+    """torch.ao's eager static PTQ of `model` with `qconfig_engine`'s default qconfig."""
+    from torch.ao import quantization as tq
+
+    m = copy.deepcopy(model).eval()
+    m.qconfig = tq.get_default_qconfig(qconfig_engine)
+    prepared = tq.prepare(m)
+    with torch.inference_mode():
+        for x in calib:
+            prepared(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an uncalibrated observer warns
+        return tq.convert(prepared)
+
+
+@_needs_answer
+def check_static_ptq(fn: Callable, engine: str, seed: int = 0) -> None:
+    """Exercise 05.3: `fn(model, calib, engine)` is eager static PTQ by hand (qconfig, prepare,
+    calibrate, convert): the int8 model torch.ao builds, bit for bit."""
+    name = "Exercise 05.3"
+    if engine not in torch.backends.quantized.supported_engines:
+        raise ValueError(
+            f"engine must be one of {torch.backends.quantized.supported_engines}, got {engine!r}"
+        )
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        gen = torch.Generator().manual_seed(seed + 50)
+        calib = [torch.rand(8, 1, 8, 8, generator=gen) * (1 + k) for k in range(4)]
+        x = torch.rand(16, 1, 8, 8, generator=gen) * 2
+        model = _Tiny(seed).eval()
+        reference = copy.deepcopy(model)
+        got_model = fn(model, [c.clone() for c in calib], engine)
+        if not isinstance(got_model, torch.nn.Module):
+            _fail(name, f"return the converted model, got {type(got_model).__name__}")
+        kinds = {type(m).__module__ for m in got_model.modules()}
+        if any(hasattr(m, "activation_post_process") or "observer" in type(m).__module__
+               for m in got_model.modules()):  # fmt: skip
+            _fail(name, "the model still has observers: call torch.ao.quantization.convert on the "
+                  "prepared, calibrated model")  # fmt: skip
+        if not any("quantized" in k for k in kinds):
+            _fail(name, "no int8 modules in the model: set model.qconfig, prepare, calibrate, "
+                  "then convert")  # fmt: skip
+        if got_model.training:
+            _fail(name, "the model is in training mode: call model.eval() before prepare")
+        with torch.inference_mode():
+            got = got_model(x)
+            want = _eager_ptq(reference, calib, engine)(x)
+            if torch.equal(got, want):
+                _passed(name, f"the same int8 model as torch.ao's prepare -> calibrate -> convert "
+                        f"on {engine}")  # fmt: skip
+                return
+            other = "qnnpack" if engine != "qnnpack" else "x86"
+            variants = {
+                "the observers never saw data (scale 1, zero point 0): run every calibration "
+                "batch through the *prepared* model before convert": ([], engine),
+                "use get_default_qconfig(engine) for the engine you run on (x86 and fbgemm keep "
+                "activations to 7 bits, reduce_range; qnnpack uses all 8)": (calib, other),
+                "calibrate on every batch, not only the first": (calib[:1], engine),
+            }
+            for hint, (batches, qconfig_engine) in variants.items():
+                try:
+                    same = torch.equal(got, _eager_ptq(reference, batches, qconfig_engine)(x))
+                except RuntimeError:  # a qconfig this engine cannot run
+                    same = False
+                if same:
+                    _fail(name, hint)
+        gap = float((got - want).abs().max())
+        _fail(name, f"outputs differ from torch.ao's int8 model by up to {gap:.3g}")
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def _linear_weight(seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed + 60)
+    w = torch.randn((6, 128), generator=gen) * 0.1
+    w[:, 40] += 1.5  # an outlier input column: it spoils a per-channel scale, not a group's
+    return w
+
+
+@_needs_answer
+def check_group_quantize(fn: Callable[[np.ndarray, int, int], np.ndarray], seed: int = 0) -> None:
+    """Exercise 06.3: `fn(weight, group_size, bits)` fake-quantizes a Linear weight (out, in)
+    in groups of `group_size` consecutive inputs of each row, asymmetric and unsigned, with the
+    min/max range of each group (stretched to include 0)."""
+    from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+    name = "Exercise 06.3"
+    group_size, bits = ((32, 4), (16, 3), (64, 4))[seed % 3]
+    w = _linear_weight(seed)
+    qmax = 2**bits - 1
+    groups = w.reshape(-1, group_size)
+    observer = PerChannelMinMaxObserver(
+        0, torch.quint8, torch.per_channel_affine, quant_min=0, quant_max=qmax
+    )
+    observer(groups)
+    scale, zero_point = observer.calculate_qparams()
+    want = torch.fake_quantize_per_channel_affine(groups, scale, zero_point.int(), 0, 0, qmax)
+    want = want.reshape(w.shape).double().numpy()
+    step = np.repeat(scale.double().numpy(), group_size).reshape(w.shape)
+    got = _as_array(fn(w.numpy().copy(), group_size, bits))
+    if got.shape != want.shape:
+        _fail(name, f"returned shape {got.shape}, expected {want.shape}: one value per weight")
+    if _same_grid(got, want, step):
+        n = groups.shape[0]
+        _passed(name, f"{n} groups of {group_size} at {bits} bits, one scale and zero point each")
+        return
+
+    def fake(g: np.ndarray, levels: int, symmetric: bool = False) -> np.ndarray:
+        lo, hi = np.minimum(g.min(1, keepdims=True), 0), np.maximum(g.max(1, keepdims=True), 0)
+        if symmetric:
+            s = np.maximum(-lo, hi) / (levels / 2)
+            return np.clip(np.rint(g / s), -(levels + 1) // 2, levels // 2) * s
+        s = (hi - lo) / levels
+        z = np.clip(np.rint(-lo / s), 0, qmax)
+        return (np.clip(np.rint(g / s) + z, 0, qmax) - z) * s
+
+    w64 = w.double().numpy()
+    out, inputs = w64.shape
+    columns = w64.T.reshape(-1, group_size)  # groups down the columns
+    mistakes = {
+        "one scale per row is per-channel: split each row into groups of group_size "
+        "consecutive inputs (weight.reshape(-1, group_size))": fake(w64, qmax),
+        "group consecutive inputs of a row, not weights down a column": fake(columns, qmax)
+        .reshape(inputs, out).T,
+        f"there are 2**bits - 1 = {qmax} steps between the lowest and the highest code, "
+        f"not {qmax + 1}": fake(w64.reshape(-1, group_size), qmax + 1).reshape(w64.shape),
+        "this group quantizer is asymmetric: each group gets a zero point, and codes 0..2**bits-1":
+            fake(w64.reshape(-1, group_size), qmax, symmetric=True).reshape(w64.shape),
+    }
+    for hint, mistake in mistakes.items():
+        if _same_grid(got, mistake, step) or np.allclose(got, mistake, rtol=1e-5, atol=1e-7):
+            _fail(name, hint)
+    if np.all(np.equal(np.mod(got, 1), 0)) and got.min() >= 0 and got.max() <= qmax:
+        _fail(name, "those are the codes: return the dequantized weights, (q - z) * s")
+    _fail(
+        name,
+        f"{int((np.abs(got - want) > 1e-4 * step + 1e-7).sum())} of {want.size} values are off: "
+        "per group, s = (max - min) / (2**bits - 1), z = round(-min / s), "
+        "q = clamp(round(w / s) + z, 0, 2**bits - 1), then (q - z) * s",
+    )
+
+
+def _allocation_problem(seed: int) -> tuple[dict, float]:
+    """Five layers, each at 2, 4 or 8 bits: {layer: {bits: (cost, bytes)}} and a budget where
+    dropping bits greedily by cost per byte is not optimal."""
+    if seed == 0:
+        sizes = {"conv1": 300, "conv2": 4600, "conv3": 9200, "fc1": 50000, "fc2": 1300}
+        costs = {"conv1": (0.9, 0.06), "conv2": (0.30, 0.02), "conv3": (0.25, 0.015),
+                 "fc1": (0.2, 0.004), "fc2": (0.5, 0.03)}  # fmt: skip
+    else:
+        rng = np.random.default_rng(seed + 90)
+        names = [f"layer{i}" for i in range(5)]
+        sizes = dict(zip(names, rng.integers(200, 40000, 5).tolist(), strict=True))
+        costs = {n: (float(rng.uniform(0.1, 1)), float(rng.uniform(0.001, 0.05))) for n in names}
+    options = {
+        n: {2: (costs[n][0], sizes[n] * 2 / 8), 4: (costs[n][1], sizes[n] * 4 / 8),
+            8: (0.0, float(sizes[n]))}
+        for n in sizes
+    }  # fmt: skip
+    total8 = sum(sizes.values())
+    return options, 0.4 * total8
+
+
+def _best_allocation(options: dict, budget: float) -> tuple[float, dict]:
+    names = list(options)
+    best = (math.inf, {})
+    for combo in itertools.product(*(sorted(options[n]) for n in names)):
+        size = sum(options[n][b][1] for n, b in zip(names, combo, strict=True))
+        cost = sum(options[n][b][0] for n, b in zip(names, combo, strict=True))
+        if size <= budget and cost < best[0]:
+            best = (cost, dict(zip(names, combo, strict=True)))
+    return best
+
+
+def _greedy_allocation(options: dict, budget: float) -> dict:
+    bits = {n: max(options[n]) for n in options}
+    size = lambda: sum(options[n][bits[n]][1] for n in options)  # noqa: E731
+    while size() > budget:
+        steps = []
+        for n in options:
+            lower = [b for b in options[n] if b < bits[n]]
+            if lower:
+                b = max(lower)
+                saved = options[n][bits[n]][1] - options[n][b][1]
+                steps.append(((options[n][b][0] - options[n][bits[n]][0]) / saved, n, b))
+        if not steps:
+            break
+        _, n, b = min(steps)
+        bits[n] = b
+    return bits
+
+
+@_needs_answer
+def check_allocation(fn: Callable[[dict, float], dict], seed: int = 0) -> None:
+    """Exercise 09.3: `fn(options, budget)` picks bits per layer ({layer: {bits: (cost, bytes)}})
+    with the smallest total cost whose bytes fit the budget: the exact optimum, not a heuristic."""
+    name = "Exercise 09.3"
+    options, budget = _allocation_problem(seed)
+    got = fn(copy.deepcopy(options), budget)
+    if not isinstance(got, dict):
+        _fail(name, f"answer with a dict {{layer: bits}}, got {type(got).__name__}")
+    missing = [n for n in options if n not in got]
+    if missing:
+        _fail(name, f"give every layer its bits; missing {missing}")
+    for n, b in got.items():
+        if n not in options or b not in options[n]:
+            _fail(name, f"{n!r}: {b!r} bits is not one of its options {sorted(options.get(n, {}))}")
+    size = sum(options[n][got[n]][1] for n in options)
+    cost = sum(options[n][got[n]][0] for n in options)
+    if size > budget + 1e-9:
+        _fail(name, f"{size:,.0f} bytes is over the budget of {budget:,.0f}: the bytes must fit")
+    best, best_bits = _best_allocation(options, budget)
+    if cost <= best + 1e-12:
+        _passed(name, f"total cost {cost:.4g} in {size:,.0f} of {budget:,.0f} bytes: the optimum")
+        return
+    if got == _greedy_allocation(options, budget):
+        _fail(
+            name,
+            f"that is the greedy allocation (cost {cost:.4g}): dropping bits where they cost least "
+            f"per byte saved is not optimal here; the best one costs {best:.4g}. Search the "
+            "combinations (a knapsack: dynamic programming over bytes, or all 3**layers)",
+        )
+    _fail(
+        name,
+        f"cost {cost:.4g} fits the budget, but another allocation costs {best:.4g}: search every "
+        "combination of bits (or a knapsack over bytes)",
+    )
+
+
+def _timings(seed: int) -> tuple[list[float], list[float]]:
+    """Per-round times (ms) of fp32 and int8 timed in the same rounds: the machine's load moves
+    both, so the ratios are tighter than either list."""
+    rng = np.random.default_rng(seed + 100)
+    load = 1 + rng.gamma(2, 0.3, 15)
+    fp32 = 10 * load * rng.normal(1, 0.02, 15)
+    int8 = 4 * load * rng.normal(1, 0.05, 15)
+    int8[3] *= 2.5  # one slow round
+    return fp32.round(4).tolist(), int8.round(4).tolist()
+
+
+@_needs_answer
+def check_paired_speedup(fn: Callable[[list, list], tuple], seed: int = 0) -> None:
+    """Exercise 10.3: `fn(fp32_ms, int8_ms)` returns (median, p25, p75) of the paired ratios
+    fp32 / int8, one per round, as `qnb.bench` reports every speedup."""
+    name = "Exercise 10.3"
+    fp32, int8 = _timings(seed)
+    got = fn(list(fp32), list(int8))
+    if not isinstance(got, tuple | list) or len(got) != 3:
+        _fail(name, f"return three numbers (median, p25, p75), got {got!r}")
+    got = [float(g) for g in got]
+    a, b = np.asarray(fp32), np.asarray(int8)
+    ratios = a / b
+    median = float(np.median(ratios))
+    ordered = np.sort(ratios)
+    n = len(ratios)
+
+    def between(value: float, q: float) -> bool:  # any of the usual quantile definitions
+        lo, hi = ordered[int(math.floor(q * (n - 1)))], ordered[int(math.ceil(q * (n - 1)))]
+        return lo - 1e-9 <= value <= hi + 1e-9
+
+    right_median = math.isclose(got[0], median, rel_tol=1e-6)
+    if right_median and between(got[1], 0.25) and between(got[2], 0.75):
+        _passed(name, f"{median:.2f}x (IQR {got[1]:.2f}-{got[2]:.2f}) over {n} paired rounds")
+        return
+    if math.isclose(got[0], 1 / median, rel_tol=1e-6) or math.isclose(
+        got[0], float(np.median(b / a)), rel_tol=1e-6
+    ):
+        _fail(name, "that is int8 / fp32: a speedup is fp32 time / int8 time (> 1: int8 faster)")
+    if math.isclose(got[0], float(np.median(a) / np.median(b)), rel_tol=1e-6):
+        _fail(name, "that is the ratio of the medians; pair the rounds: median(fp32[i] / int8[i])")
+    if math.isclose(got[0], float(np.mean(ratios)), rel_tol=1e-6):
+        _fail(name, "that is the mean of the ratios: one slow round pulls it; take the median")
+    if math.isclose(got[0], float(np.median(np.sort(a) / np.sort(b))), rel_tol=1e-6):
+        _fail(name, "sorting each list breaks the pairs: divide round i by round i as measured")
+    if right_median:
+        _fail(name, "the median is right; p25 and p75 are the 25th and 75th percentiles of the "
+              "same ratios (np.quantile(ratios, [0.25, 0.75]))")  # fmt: skip
+    _fail(name, f"median {got[0]:.4g} is off; expected the median of fp32[i] / int8[i]")
+
+
+@_needs_answer
+def check_grid(fn: Callable[[dict], list], seed: int = 0) -> None:
+    """Exercise 13.3: `fn(grid)` expands {name: [values]} into one dict of parameters per run:
+    every combination, the first parameter varying slowest, as `qnb sweep` plans them."""
+    name = "Exercise 13.3"
+    grids = [
+        {"model_name": ["plain_cnn", "depthwise_cnn"], "bits": [2, 4, 8], "seed": [0, 1]},
+        {"engine": ["x86", "qnnpack"], "calib_images": [64, 256, 1024]},
+        {"a": [1], "b": ["x", "y"], "c": [0.5, 1.5], "d": [True, False]},
+    ]
+    grid = grids[seed % 3]
+    want = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    got = fn(copy.deepcopy(grid))
+    if not isinstance(got, list | tuple) or not all(isinstance(g, dict) for g in got):
+        _fail(name, "return a list of dicts, one {name: value} per run")
+    got = list(got)
+    if got == want:
+        _passed(name, f"{len(want)} runs: " + " x ".join(str(len(v)) for v in grid.values()))
+        return
+    if len(got) == min(len(v) for v in grid.values()):
+        _fail(name, "that pairs the values up (zip); a grid runs every combination "
+              "(itertools.product)")  # fmt: skip
+    if len(got) != len(want):
+        sizes = " x ".join(str(len(v)) for v in grid.values())
+        _fail(name, f"{len(got)} runs; the grid has {sizes} = {len(want)} combinations")
+    key = lambda d: repr(sorted(d.items()))  # noqa: E731
+    if sorted(map(key, got)) == sorted(map(key, want)):
+        _fail(name, "right runs, wrong order: the first parameter varies slowest, the last "
+              "fastest (itertools.product over the values in the grid's order)")  # fmt: skip
+    _fail(name, "some runs are not combinations of the grid's values")
+
 
 
 def _requantize_reference(acc: np.ndarray, multiplier: float, zero_point: int) -> np.ndarray:
