@@ -25,6 +25,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.d/qnb.json
 LAB_DEFAULTS  := {"@jupyterlab/apputils-extension:notification": \
                   {"fetchNews": "false", "checkForUpdates": false}}
+# nbgrader's lab and server extensions: the formgrader works on the course of `make assignments`
+# (build/course), and finding that config keeps `make lab` free of "No nbgrader_config.py" warnings.
+NBGRADER_DEFAULTS := $(VENV)/etc/jupyter/nbgrader_config.py
 # The Python the lock is made for: 3.11, any patch release (Debian 12 has 3.11.2).
 PYTHON_OK  := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 12))
 CHECK_PYTHON := "$(PYTHON)" -c '$(PYTHON_OK)' 2>/dev/null || { \
@@ -42,7 +45,7 @@ LOCK_MERGE := function key(s) { s = tolower(s); gsub(/[-_.]+/, "-", s); return s
 
 .PHONY: setup run test lint unit nbval papermill smoke notebooks assignments lab lock clean
 
-setup: $(READY) $(LAB_OVERRIDES)
+setup: $(READY) $(LAB_OVERRIDES) $(NBGRADER_DEFAULTS)
 
 $(READY): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || { $(CHECK_PYTHON) && echo "Creating $(VENV) with $(PYTHON)" \
@@ -56,6 +59,11 @@ $(READY): requirements.lock pyproject.toml
 $(LAB_OVERRIDES): Makefile
 	@mkdir -p $(@D)
 	@echo '$(LAB_DEFAULTS)' > $@
+
+$(NBGRADER_DEFAULTS): Makefile
+	@mkdir -p $(@D)
+	@printf '%s\n' '# Written by make (qnb): the course that `make assignments` builds.' \
+	    'c = get_config()  # noqa: F821' 'c.CourseDirectory.root = "$(abspath build/course)"' > $@
 
 ## run: execute every notebook with papermill into $(RUN): results.csv and report.html
 run: $(READY)
@@ -93,7 +101,7 @@ papermill: $(READY)
 	$(PYTEST) tests/notebooks
 
 ## smoke: JupyterLab end to end: REST API and kernel, then a headless-Chromium "run all"
-smoke: $(READY) $(LAB_OVERRIDES)
+smoke: $(READY) $(LAB_OVERRIDES) $(NBGRADER_DEFAULTS)
 	$(PYTEST) tests/smoke
 
 ## notebooks: re-execute the committed notebooks in place (default parameters) and clean them
@@ -107,7 +115,7 @@ assignments: $(READY)
 
 ## lab: open JupyterLab on the notebooks, with this environment as the kernel
 # (--allow-root only when run as root, e.g. in a container; no news or update checks: offline)
-lab: $(READY) $(LAB_OVERRIDES)
+lab: $(READY) $(LAB_OVERRIDES) $(NBGRADER_DEFAULTS)
 	QNB_PROGRESS=auto $(BIN)/jupyter lab --notebook-dir=notebooks --LabApp.news_url=None \
 	    --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
 	    $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -80,6 +80,14 @@ def test_every_exercise_is_an_nbgrader_answer_cell_and_a_graded_check_with_point
 
 
 @pytest.mark.parametrize("path", ASSIGNMENTS, ids=lambda p: p.name[:2])
+def test_points_reflect_effort_one_exercise_per_notebook_writes_the_core(path):
+    """Points from 1 (a number read off a table) to 3 (writing the core of the technique)."""
+    found = assignments.exercises(nbformat.read(path, as_version=4), path.name)
+    assert all(e.points in (1, 2, 3) for e in found)
+    assert max(e.points for e in found) == 3, f"{path.name}: no core-technique exercise"
+
+
+@pytest.mark.parametrize("path", ASSIGNMENTS, ids=lambda p: p.name[:2])
 def test_no_solution_or_hidden_test_text_is_left_in_the_students_version(path):
     nb = nbformat.read(path, as_version=4)
     secret = _secret_lines(nb)
@@ -107,12 +115,16 @@ class _Placeholder:
 
 class _Names(dict):
     """Locals for running a stub and its check with none of the notebook before them: the
-    checks, torch and builtins resolve, every other name is a placeholder."""
+    checks, torch, builtins and `engine` resolve, every other name is a placeholder."""
 
     def __missing__(self, name: str):
         import torch
 
+        from qnb import env
+
+        # a check validates its engine argument before it looks at the answer
         known = {**vars(builtins), "torch": torch, **vars(exercises)}
+        known["engine"] = env.default_engine()
         return known[name] if name in known else _Placeholder()
 
 
@@ -146,8 +158,8 @@ class _nothing:
         return False
 
 
-def test_the_committed_notebooks_pass_their_own_checks_under_nbval():
-    """A reminder of where the worked solutions are run: nbval over notebooks/ (make nbval)."""
+def test_the_committed_outputs_show_every_check_passing_with_the_worked_solutions():
+    """The committed notebooks carry a run with the worked solutions (nbval re-runs them)."""
     for path in ASSIGNMENTS:
         nb = nbformat.read(path, as_version=4)
         for e in assignments.exercises(nb, path.name):
