@@ -34,6 +34,18 @@ SMALLER = {
     },
     "09_mixed_precision.ipynb": {"seeds": [0], "calib_images": 64, "pareto_budgets": [2.5]},
     "13_experiment_sweeps.ipynb": {"grid": {"compare_bits": [4, 8], "seed": [0]}},
+    "11_other_runtimes.ipynb": {
+        "seeds": [0],
+        "calib_images": 64,
+        "calib_methods": ["minmax"],
+        "vision_models": ["mobilenet_v2"],
+        "batches": [1],
+        "compiled_batches": [],
+        "calib_batches": 1,
+        "threads": 1,
+        "warmup": 1,
+        "repeats": 2,
+    },
     "10_cpu_deployment.ipynb": {
         "engines": ["x86"],
         "thread_counts": [1],
