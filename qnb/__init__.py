@@ -14,6 +14,7 @@ Modules, one idea each:
 - `estimators`: activation range estimators as torch.ao observers; `simulate`: fake-quantized
   whole models;
 - `ptq`: eager static post-training quantization; `dynamic`: dynamic and weight-only;
+- `cle`, `bias_correction`, `adaround`: better post-training quantization without labels;
 - `pt2e`: the successor path (torch.export, X86InductorQuantizer, Inductor);
 - `qat`: quantization-aware training; `mixed`: per-layer bit widths, the one-call `qnb.quantize`;
 - `bench`: latency and size, measured the workbook's way; `deploy`: saving, loading, fresh runs;

@@ -26,7 +26,7 @@ from qnb import calibration, checks, simulate
 from qnb.progress import check_enabled as check_progress
 from qnb.progress import optional as optional_progress
 
-__all__ = ["channel_means", "correct_bias"]
+__all__ = ["channel_means", "output_means", "correct_bias"]
 
 
 def channel_means(outputs: torch.Tensor) -> torch.Tensor:
@@ -37,6 +37,33 @@ def channel_means(outputs: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"outputs must have a channel dimension (N, C, ...), got shape "
                          f"{tuple(outputs.shape)}")
     return outputs.transpose(0, 1).flatten(1).mean(dim=1)
+
+
+def output_means(model: nn.Module, names: list[str], batches: list[torch.Tensor]
+                  ) -> dict[str, torch.Tensor]:
+    """`channel_means` of the outputs of layers `names` over `batches`, in one pass, taken
+    before any other forward hook of a layer (an activation quantizer) changes them.
+
+    Taught in notebook 07 (advanced_ptq)."""
+    layers = dict(model.named_modules())
+    sums: dict[str, list] = {n: [0.0, 0] for n in names}
+
+    def hook(name):
+        def add(_module, _args, out):
+            count = out.numel() // out.shape[1]
+            sums[name][0] = sums[name][0] + channel_means(out.detach()) * count
+            sums[name][1] += count
+        return add
+
+    handles = [layers[n].register_forward_hook(hook(n), prepend=True) for n in names]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {n: total / count for n, (total, count) in sums.items()}
 
 
 def _matching_layers(quantized: nn.Module, reference: nn.Module) -> list[str]:
@@ -75,12 +102,11 @@ def correct_bias(
     corrected = copy.deepcopy(quantized)
     names = calibration.forward_order(corrected, names, batches[0])
     layers = dict(corrected.named_modules())
+    wanted = output_means(reference, names, batches)
     shifts = {}
     for name in optional_progress(names, progress, desc="bias correction", unit="layer"):
-        want = channel_means(calibration.capture(reference, name, batches, output=True))
-        got = channel_means(calibration.capture(corrected, name, batches, output=True))
         layer = layers[name]
-        shift = got - want
+        shift = output_means(corrected, [name], batches)[name] - wanted[name]
         with torch.no_grad():
             if layer.bias is None:
                 layer.bias = nn.Parameter(-shift)

@@ -247,4 +247,4 @@ def simulate(
         prepare(sim, inplace=True)
         calibrate(sim, calib, num_batches, desc=f"calibrating ({act_method})")
         sim.activation_ranges = freeze_activations(sim)
-    return sim, report
+    return sim.eval(), report

@@ -26,6 +26,15 @@ SMALLER = {
         "calib_sizes": [8, 32],
         "calib_seeds": [0],
     },
+    "07_advanced_ptq.ipynb": {
+        "seeds": [0],
+        "ladder_bits": [4],
+        "adaround_bits": [4],
+        "cle_bits": [4],
+        "calib_images": 64,
+        "adaround_iterations": 20,
+        "qat_train_limit": 128,
+    },
     "08_quantization_aware_training.ipynb": {
         "seeds": [0],
         "ladder": [[4, 4]],
