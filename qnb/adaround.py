@@ -261,7 +261,7 @@ def adaround(
     reference = simulate.fused(model)
     sim, _ = simulate.simulate(model, weight_bits=weight_bits, act_bits=act_bits,
                                granularity=granularity, act_method=act_method, calib=batches)
-    names = calibration.forward_order(reference, [n for n, _ in simulate.weight_layers(reference)],
+    names = calibration.forward_order(reference, dict(simulate.weight_layers(reference)),
                                       batches[0])
     results = []
     bar = optional_progress(names, progress, desc=f"AdaRound W{weight_bits}", unit="layer")

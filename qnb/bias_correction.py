@@ -100,8 +100,8 @@ def correct_bias(
     batches = calibration.input_batches(calib, num_batches)
     names = _matching_layers(quantized, reference)
     corrected = copy.deepcopy(quantized)
-    names = calibration.forward_order(corrected, names, batches[0])
     layers = dict(corrected.named_modules())
+    names = calibration.forward_order(corrected, {n: layers[n] for n in names}, batches[0])
     wanted = output_means(reference, names, batches)
     shifts = {}
     for name in optional_progress(names, progress, desc="bias correction", unit="layer"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -70,28 +70,22 @@ def input_batches(calib: Iterable, num_batches: int | None = None) -> list[torch
     return batches
 
 
-def forward_order(model: nn.Module, names: Iterable[str], batch: torch.Tensor) -> list[str]:
-    """`names` (submodules of `model`) in the order one forward pass of `batch` first calls
-    them; a submodule the pass never calls is an error."""
-    modules = dict(model.named_modules())
-    names = list(names)
+def forward_order(model: nn.Module, layers: Mapping[str, nn.Module], batch: torch.Tensor
+                  ) -> list[str]:
+    """The names of `layers` ({name: submodule of `model`}) in the order one forward pass of
+    `batch` first calls them; layers the pass never calls are left out."""
     order: list[str] = []
-    hooks = [
-        modules[n].register_forward_pre_hook(lambda _m, _a, n=n: None if n in order
-                                             else order.append(n))
-        for n in names
+    handles = [
+        module.register_forward_hook(lambda *_, name=name: order.append(name))
+        for name, module in layers.items()
     ]
     try:
         with torch.inference_mode():
             model(batch)
     finally:
-        for hook in hooks:
-            hook.remove()
-    missing = [n for n in names if n not in order]
-    if missing:
-        raise ValueError(f"the forward pass never calls {', '.join(missing)}: these layers "
-                         "cannot be processed in forward order")
-    return order
+        for handle in handles:
+            handle.remove()
+    return list(dict.fromkeys(order))
 
 
 def capture(

@@ -28,7 +28,7 @@ from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization import QuantStub, prepare
 
 from qnb import affine, checks, eager, models, ptq, simulate
-from qnb.calibration import batch_inputs, calibrate
+from qnb.calibration import batch_inputs, calibrate, forward_order
 
 __all__ = [
     "BITS",
@@ -70,22 +70,6 @@ def layers_by_name(fused: nn.Module) -> dict[str, nn.Module]:
     return {_float_name(n, modules): m for n, m in simulate.weight_layers(fused)}
 
 
-def _forward_order(fused: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor) -> list[str]:
-    """The names of `layers` in the order one forward pass of `x` first calls them."""
-    order: list[str] = []
-    handles = [
-        m.register_forward_hook(lambda *_, name=name: order.append(name))
-        for name, m in layers.items()
-    ]
-    try:
-        with torch.inference_mode():
-            fused(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return list(dict.fromkeys(order))
-
-
 def _reusable(calib: Iterable | None) -> Iterable | None:
     """`calib` (None allowed) readable twice: see `checks.reusable`."""
     return None if calib is None else checks.reusable(calib)
@@ -108,7 +92,7 @@ def _ordered(fused: nn.Module, calib: Iterable | None) -> tuple[dict[str, nn.Mod
         )
     if calib is None:
         return layers, "definition order (pass calib for forward order)"
-    order = _forward_order(fused, layers, _first_input(calib))
+    order = forward_order(fused, layers, _first_input(calib))
     if not order:
         raise ValueError(
             f"forward of {type(fused).__name__} called none of its Conv2d/Linear layers "
