@@ -10,8 +10,8 @@ Modules, one idea each:
 - `affine`: the numpy reference of scale/zero-point quantization, bit-exact with torch;
 - `integer`: the numpy reference of integer-only linear/conv, bit-exact with torch's kernels;
 - `data`: the offline MNIST subset as train / validation / test loaders; `text`: the offline
-  text corpus as bytes; `models`: the
-  workbook's models, trained on one thread and cached per seed;
+  text corpus as bytes; `models`: the workbook's models, trained on one thread and cached per
+  seed;
 - `estimators`: activation range estimators as torch.ao observers; `simulate`: fake-quantized
   whole models;
 - `ptq`: eager static post-training quantization; `dynamic`: dynamic and weight-only;
