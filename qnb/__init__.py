@@ -16,7 +16,8 @@ Modules, one idea each:
   whole models;
 - `ptq`: eager static post-training quantization; `dynamic`: dynamic and weight-only;
 - `cle`, `bias_correction`, `adaround`: better post-training quantization without labels;
-- `pt2e`: the successor path (torch.export, X86InductorQuantizer, Inductor);
+- `pt2e`: the successor path (torch.export, X86InductorQuantizer, Inductor); `runtimes`: ONNX
+  export, ONNX Runtime's QDQ int8, ONNX Runtime and OpenVINO sessions as modules;
 - `qat`: quantization-aware training; `mixed`: per-layer bit widths, the one-call `qnb.quantize`;
 - `bench`: latency and size, measured the workbook's way; `deploy`: saving, loading, fresh runs;
 - `stats`: paired comparisons and seed spread; `claims`: the prose's claims checked on the run;
