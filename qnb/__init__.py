@@ -22,7 +22,7 @@ Modules, one idea each:
 - `bench`: latency and size, measured the workbook's way; `deploy`: saving, loading, fresh runs;
 - `stats`: paired comparisons and seed spread; `claims`: the prose's claims checked on the run;
 - `records`: metrics inside executed notebooks; `exercises`: checks for the exercises;
-- `assignments`: student and instructor builds, grading;
+- `assignments`: the course in nbgrader's format (checked metadata, `generate_assignment`);
 - `runner`, `sweep`, `report`: papermill runs, parameter grids, their HTML report;
 - `notebook`: notebook file hygiene.
 """
