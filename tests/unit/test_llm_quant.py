@@ -1,0 +1,212 @@
+"""Weight quantization for language models (qnb.rtn, qnb.smoothquant, qnb.gptq) on a small
+stand-in transformer defined here: RTN's grid and storage cost, activation statistics,
+SmoothQuant's float-preserving migration and its W8A8 recovery of an injected outlier, GPTQ's
+least-squares update, its brute-force bound and its gain over RTN, bad inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from qnb import rtn
+
+D = 64
+VOCAB = 256
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: causal single-head attention and a GELU MLP."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d)
+        self.attn = nn.Module()
+        self.attn.qkv = nn.Linear(d, 3 * d)
+        self.attn.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential()
+        self.mlp.fc1 = nn.Linear(d, 4 * d)
+        self.mlp.act = nn.GELU()
+        self.mlp.fc2 = nn.Linear(4 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.attn.qkv(self.norm1(x)).chunk(3, dim=-1)
+        att = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])
+        causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).triu(1)
+        att = att.masked_fill(causal, float("-inf")).softmax(dim=-1)
+        x = x + self.attn.proj(att @ v)
+        return x + self.mlp(self.norm2(x))
+
+
+class ToyLM(nn.Module):
+    """Byte tokens (batch, time) -> logits (batch, time, 256), two pre-norm blocks."""
+
+    def __init__(self, d: int = D, blocks: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, d)
+        self.blocks = nn.ModuleList(Block(d) for _ in range(blocks))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+    def smooth_pairs(self) -> list[tuple[str, list[str]]]:
+        pairs = []
+        for i in range(len(self.blocks)):
+            pairs += [(f"blocks.{i}.norm1", [f"blocks.{i}.attn.qkv"]),
+                      (f"blocks.{i}.norm2", [f"blocks.{i}.mlp.fc1"])]
+        return pairs
+
+
+def toy(seed: int = 0) -> ToyLM:
+    torch.manual_seed(seed)
+    return ToyLM().eval()
+
+
+def tokens(seed: int = 0, batches: int = 2, batch: int = 4, time: int = 32) -> list:
+    gen = torch.Generator().manual_seed(100 + seed)
+    return [torch.randint(0, VOCAB, (batch, time), generator=gen) for _ in range(batches)]
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def rel_mse(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).square().mean() / want.square().mean())
+
+
+def logits(model, batches):
+    with torch.no_grad():
+        return torch.cat([model(b) for b in batches])
+
+
+# --- RTN ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("granularity", ["tensor", "channel", 8, 32])
+def test_rtn_codes_scales_and_weight(bits, granularity):
+    w = torch.randn(12, 64, generator=torch.Generator().manual_seed(bits))
+    codes, scales = rtn.quantize_codes(w, bits, granularity)
+    qmax = 2 ** (bits - 1) - 1
+    assert codes.dtype == torch.int8 and codes.shape == w.shape
+    assert codes.min() >= -qmax - 1 and codes.max() <= qmax
+    shape = {"tensor": (1, 1), "channel": (12, 1)}.get(granularity) or (12, 64 // granularity)
+    assert scales.shape == shape
+    full = rtn.column_scales(scales, 64).expand_as(w)
+    # scale = max|w| of its group / qmax, the largest weight of each group on +-qmax
+    if granularity == "tensor":
+        tops = w.abs().max().expand_as(w)
+    elif granularity == "channel":
+        tops = w.abs().amax(1, keepdim=True).expand_as(w)
+    else:
+        tops = w.abs().reshape(12, -1, granularity).amax(2).repeat_interleave(granularity, 1)
+    assert torch.allclose(full, tops / qmax)
+    assert (codes.abs() == qmax).any()
+    w_hat = rtn.quantize_weight(w, bits, granularity)
+    assert torch.equal(w_hat, codes.float() * full)
+    assert ((w - w_hat).abs() <= full / 2 * (1 + 1e-6)).all()  # nearest point: half a step
+
+
+def test_rtn_rounds_half_to_even_and_zero_groups():
+    w = torch.tensor([[0.5, 1.5, 2.5, -0.5, 7.0, -3.5, 0, 0], [0.0] * 4 + [1.0, 0, 0, 0]])
+    codes, scales = rtn.quantize_codes(w, 4, 4)  # qmax 7: max|w| 7 gives the scale 1
+    assert torch.equal(scales, torch.tensor([[2.5 / 7, 1.0], [1.0, 1.0 / 7]]))
+    codes, scales = rtn.quantize_codes(w, 4, "channel")
+    assert torch.equal(scales, torch.tensor([[1.0], [1.0 / 7]]))
+    assert codes[0].tolist() == [0, 2, 2, 0, 7, -4, 0, 0]
+    assert torch.equal(rtn.quantize_weight(w, 4, 4)[1, :4], torch.zeros(4))
+
+
+def test_rtn_error_falls_with_bits_and_finer_groups():
+    w = torch.randn(32, 128, generator=torch.Generator().manual_seed(0))
+    w[:, 5] *= 20  # an outlier column: per-group scales isolate it
+
+    def err(bits, g):
+        return float((rtn.quantize_weight(w, bits, g) - w).square().mean())
+
+    for g in ["tensor", "channel", 32]:
+        assert err(3, g) > err(4, g) > err(8, g)
+    assert err(4, "tensor") > err(4, "channel") > err(4, 32) > err(4, 8)
+
+
+def test_bits_per_weight():
+    assert rtn.bits_per_weight(128, 512, 4, 32) == 4.5
+    assert rtn.bits_per_weight(128, 512, 4, "channel") == 4 + 16 / 128
+    assert rtn.bits_per_weight(128, 512, 3, "tensor") == 3 + 16 / (128 * 512)
+    assert rtn.bits_per_weight(128, 512, 4, 64, scale_bits=32) == 4.5
+    model = toy()
+    bpw = rtn.model_bits_per_weight(model, 4, 32)
+    assert bpw == 4.5
+    keep = ["head"]
+    mixed = rtn.model_bits_per_weight(model, 4, "channel", keep=keep)
+    layers = rtn.linear_layers(model, keep)
+    counts = {n: m.weight.numel() for n, m in layers.items()}
+    want = sum(c * (4 + 16 / layers[n].in_features) for n, c in counts.items()) / sum(
+        counts.values())
+    assert mixed == pytest.approx(want) and "head" not in layers
+
+
+def test_quantize_linears_copies_and_keeps():
+    model = toy()
+    before = state(model)
+    q = rtn.quantize_linears(model, 4, 16, keep=["head"])
+    assert same_state(before, state(model)) and not q.training
+    layers = dict(q.named_modules())
+    for name, layer in dict(model.named_modules()).items():
+        if isinstance(layer, nn.Linear):
+            want = layer.weight if name == "head" else rtn.quantize_weight(layer.weight, 4, 16)
+            assert torch.equal(layers[name].weight, want), name
+            assert torch.equal(layers[name].bias, layer.bias)
+    assert torch.equal(q.embed.weight, model.embed.weight)
+    batches = tokens()
+    err4 = rel_mse(logits(q, batches), logits(model, batches))
+    err8 = rel_mse(logits(rtn.quantize_linears(model, 8, "channel"), batches),
+                   logits(model, batches))
+    assert err8 < 1e-4 < err4 < 0.05  # seen: 1.8e-5 and 9e-4 (head kept in float)
+
+
+def test_rtn_bad_inputs():
+    w = torch.randn(4, 12)
+    with pytest.raises(ValueError, match=r"bits must be an int in 2\.\.8, got 9"):
+        rtn.quantize_weight(w, 9, "channel")
+    with pytest.raises(TypeError, match="bits"):
+        rtn.quantize_weight(w, 4.0, "channel")
+    with pytest.raises(ValueError, match="group size must divide in_features.*in_features=12"):
+        rtn.quantize_weight(w, 4, 5)
+    with pytest.raises(ValueError, match="granularity must be 'tensor', 'channel' or a group"):
+        rtn.quantize_weight(w, 4, "row")
+    with pytest.raises(ValueError, match="granularity must be an int >= 1, got 0"):
+        rtn.quantize_weight(w, 4, 0)
+    with pytest.raises(ValueError, match="2-D"):
+        rtn.quantize_weight(torch.randn(4), 4, "tensor")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        rtn.quantize_weight(torch.tensor([[1.0, float("nan")]]), 4, "tensor")
+    model = toy()
+    with pytest.raises(ValueError, match=r"granularity=128: .* layer 'blocks.0.attn.qkv' has "
+                       r"in_features=64"):
+        rtn.quantize_linears(model, 4, 128)
+    with pytest.raises(ValueError, match=r"'nope' \(no such module\)"):
+        rtn.quantize_linears(model, 4, "channel", keep=["nope"])
+    with pytest.raises(ValueError, match=r"'blocks.0.norm1' \(LayerNorm\)"):
+        rtn.quantize_linears(model, 4, "channel", keep=["blocks.0.norm1"])
+    with pytest.raises(ValueError, match="no nn.Linear layer"):
+        rtn.quantize_linears(nn.Sequential(nn.ReLU()), 4, "channel")
+    with pytest.raises(TypeError, match="keep must be an iterable of layer names"):
+        rtn.quantize_linears(model, 4, "channel", keep="head")
+    with pytest.raises(ValueError, match="keeps every nn.Linear"):
+        rtn.quantize_linears(nn.Linear(4, 4), 4, "channel", keep=[""])
+    with pytest.raises(ValueError, match="in_features=64"):
+        rtn.model_bits_per_weight(model, 4, 48)
