@@ -13,9 +13,12 @@ groups to pass to `torch.ao.quantization.fuse_modules`.
   linear classifier on its last hidden state, for dynamic and weight-only quantization (see
   `qnb.dynamic`; no stubs: those quantize weights ahead of time, activations on the fly if at all).
 
-`pretrained(name)` trains a model on first use (seconds on a laptop CPU) and caches its weights
-in `.cache/models/` of the checkout (or `$QNB_CACHE/models`), keyed by the training config,
-the training data and the torch version.
+- `"tinylm"`: `qnb.lm.TinyLM`, a byte-level transformer trained on the text corpus of
+  `qnb.text` (notebook 12), trained for a number of steps instead of epochs.
+
+`pretrained(name)` trains a model on first use (seconds to a minute on a laptop CPU) and
+caches its weights in `.cache/models/` of the checkout (or `$QNB_CACHE/models`), keyed by the
+training config, the training data and the torch version.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ import torch
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub
 
-from qnb import checks, data, files
+from qnb import checks, data, files, lm, text
 from qnb.checks import check_int
 from qnb.progress import check_enabled as check_progress
 from qnb.progress import optional as optional_progress
 
 __all__ = [
     "MODELS",
+    "LANGUAGE_MODELS",
     "TRAINING",
     "PlainCNN",
     "DepthwiseCNN",
@@ -170,7 +174,9 @@ MODELS: dict[str, type[nn.Module]] = {
     "plain_cnn": PlainCNN,
     "depthwise_cnn": DepthwiseCNN,
     "lstm": LSTMClassifier,
+    "tinylm": lm.TinyLM,
 }
+LANGUAGE_MODELS = ("tinylm",)  # trained by qnb.lm.train on text, for `steps` (not epochs)
 
 # Default training config of each model (Adam, cosine-decayed learning rate, seeded shuffling,
 # random shifts of up to `shift` pixels), picked on a split of the train set, not on the test set.
@@ -178,6 +184,7 @@ TRAINING: dict[str, dict[str, float | int]] = {
     "plain_cnn": {"epochs": 20, "lr": 3e-3, "batch_size": 64, "shift": 2},
     "depthwise_cnn": {"epochs": 15, "lr": 1e-2, "batch_size": 64, "shift": 2},
     "lstm": {"epochs": 12, "lr": 1e-2, "batch_size": 64, "shift": 0},
+    "tinylm": {"steps": 600, "lr": 3e-3, "batch_size": 32},
 }
 
 
@@ -276,30 +283,26 @@ def train(
     if not params:
         raise ValueError("model must have trainable parameters, got none")
     history = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)
-    try:
-        _epochs(
-            model,
-            loader,
-            params,
-            history,
-            epochs=epochs,
-            lr=lr,
-            shift=shift,
-            seed=seed,
-            eval_loader=eval_loader,
-            progress=progress,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    _on_train_threads(
+        _epochs,
+        model,
+        loader=loader,
+        params=params,
+        history=history,
+        epochs=epochs,
+        lr=lr,
+        shift=shift,
+        seed=seed,
+        eval_loader=eval_loader,
+        progress=progress,
+    )
     model.eval()
     model.history = history
     return model
 
 
-def _epochs(model, loader, params, history, *, epochs, lr, shift, seed, eval_loader, progress):
-    """The training loop of `train` (seeded, on the calling thread setting)."""
+def _epochs(model, *, loader, params, history, epochs, lr, shift, seed, eval_loader, progress):
+    """The training loop of `train` (seeded, on the calling thread setting); returns `model`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
@@ -326,6 +329,7 @@ def _epochs(model, loader, params, history, *, epochs, lr, shift, seed, eval_loa
             history.append(row)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+    return model
 
 
 def predict(model: nn.Module, loader: Iterable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -374,22 +378,37 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     return (Path(root) if root else files.REPO / ".cache") / "models"
 
 
-def _data_digest() -> str:
+def _data_digest(name: str) -> str:
+    if name in LANGUAGE_MODELS:
+        return text.SHA256["train"]
     images, labels = data.tensors(True)
     h = hashlib.sha256(images.numpy().tobytes())
     h.update(labels.numpy().tobytes())
     return h.hexdigest()
 
 
-def _config(name: str, epochs: int, seed: int) -> dict:
+def _length(name: str, epochs: object, steps: object) -> tuple[str, int]:
+    """("epochs", n) for the MNIST models, ("steps", n) for the language model, defaults from
+    `TRAINING`; the other keyword must be None."""
+    unit, other, given, wrong = "epochs", "steps", epochs, steps
+    if name in LANGUAGE_MODELS:
+        unit, other, given, wrong = "steps", "epochs", steps, epochs
+    if wrong is not None:
+        raise ValueError(
+            f"{other} does not apply to {name!r} (it trains for {unit}), got {other}={wrong!r}"
+        )
+    return unit, check_int(unit, TRAINING[name][unit] if given is None else given, 1)
+
+
+def _config(name: str, unit: str, length: int, seed: int) -> dict:
     """Everything the trained weights depend on (but the machine)."""
     arch = [[k, list(v.shape)] for k, v in build(name).state_dict().items()]
     return {
         "name": name,
         **TRAINING[name],
-        "epochs": epochs,
+        unit: length,
         "seed": seed,
-        "data": _data_digest(),
+        "data": _data_digest(name),
         "arch": arch,
         "train_version": TRAIN_VERSION,
         "torch": torch.__version__,
@@ -400,14 +419,15 @@ def cache_path(
     name: str,
     *,
     epochs: int | None = None,
+    steps: int | None = None,
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """The file `pretrained(name, ...)` reads and writes (it need not exist yet)."""
     name = _check_name(name)
-    epochs = check_int("epochs", TRAINING[name]["epochs"] if epochs is None else epochs, 1)
+    unit, length = _length(name, epochs, steps)
     seed = check_int("seed", seed, 0)
-    config = _config(name, epochs, seed)
+    config = _config(name, unit, length, seed)
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     version = re.sub(r"[^A-Za-z0-9.]+", "_", torch.__version__)
     return _cache_dir(cache_dir) / f"{name}-{key}-torch{version}.pt"
@@ -455,26 +475,41 @@ def pretrained(
     name: str,
     *,
     epochs: int | None = None,
+    steps: int | None = None,
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
 ) -> nn.Module:
     """A trained model by name, in eval mode: a fresh copy on each call.
 
-    Trained on first use with the config in `TRAINING[name]` (`epochs` overrides its epoch
-    count; `seed` sets the initial weights and the shuffling), then cached in `cache_dir`
+    Trained on first use with the config in `TRAINING[name]` (`epochs` overrides the epoch
+    count of the MNIST models, `steps` the step count of "tinylm"; `seed` sets the initial
+    weights and the data order), on `TRAIN_THREADS` threads, then cached in `cache_dir`
     (default `.cache/models/` of the checkout, or `$QNB_CACHE/models`) under a file name keyed
     by the config, the training data and the torch version. An unreadable cache file is
-    replaced, with a warning. `model.history` holds the per-epoch training history.
+    replaced, with a warning. `model.history` holds the training history.
     """
-    path = cache_path(name, epochs=epochs, seed=seed, cache_dir=cache_dir)
+    path = cache_path(name, epochs=epochs, steps=steps, seed=seed, cache_dir=cache_dir)
     progress = check_progress(progress)
     model = _load(path, name)
     if model is not None:
         return model
-    config = dict(TRAINING[name])
-    if epochs is not None:
-        config["epochs"] = epochs
-    model = train(build(name, seed=seed), seed=seed, progress=progress, **config)
+    unit, length = _length(name, epochs, steps)
+    config = {**TRAINING[name], unit: length}
+    model = build(name, seed=seed)
+    if name in LANGUAGE_MODELS:
+        model = _on_train_threads(lm.train, model, seed=seed, progress=progress, **config)
+    else:
+        model = train(model, seed=seed, progress=progress, **config)
     _save(model, path)
     return model
+
+
+def _on_train_threads(fit: Callable[..., nn.Module], model: nn.Module, **kwargs) -> nn.Module:
+    """`fit(model, **kwargs)` on `TRAIN_THREADS` threads (the caller's setting restored)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        return fit(model, **kwargs)
+    finally:
+        torch.set_num_threads(threads)

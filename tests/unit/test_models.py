@@ -14,7 +14,7 @@ import qnb.models as qm
 from qnb import data
 
 REPO = Path(__file__).resolve().parents[2]
-NAMES = list(qm.MODELS)
+NAMES = [n for n in qm.MODELS if n not in qm.LANGUAGE_MODELS]  # the MNIST models
 CNNS = ["plain_cnn", "depthwise_cnn"]  # with stubs and fuse groups, for eager static PTQ
 
 
@@ -234,12 +234,14 @@ def test_unknown_name_names_the_argument_and_the_known_names(call, bad):
     with pytest.raises(ValueError) as info:
         call(bad)
     assert str(info.value) == (
-        f"name must be one of 'plain_cnn', 'depthwise_cnn', 'lstm', got {bad!r}"
+        f"name must be one of 'plain_cnn', 'depthwise_cnn', 'lstm', 'tinylm', got {bad!r}"
     )
 
 
 def test_models_and_training_configs_match():
-    assert set(qm.MODELS) == set(qm.TRAINING) == {"plain_cnn", "depthwise_cnn", "lstm"}
+    assert set(qm.MODELS) == set(qm.TRAINING) == {"plain_cnn", "depthwise_cnn", "lstm", "tinylm"}
+    assert all("steps" in qm.TRAINING[n] and "epochs" not in qm.TRAINING[n]
+               for n in qm.LANGUAGE_MODELS)
 
 
 # --- the pretrained cache -------------------------------------------------------------------
