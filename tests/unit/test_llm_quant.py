@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from qnb import calibration, rtn, smoothquant
+from qnb import calibration, gptq, rtn, smoothquant
 
 D = 64
 VOCAB = 256
@@ -369,3 +369,175 @@ def test_smoothquant_bad_inputs():
         smoothquant.activation_stats(model, batches, layers=["embed"])
     with pytest.raises(TypeError, match="calib must be a DataLoader or an iterable"):
         smoothquant.activation_stats(model, batches[0])
+
+
+# --- GPTQ -----------------------------------------------------------------------------------
+
+
+def correlated(n: int, d: int, seed: int, rho: float = 0.8) -> torch.Tensor:
+    """n inputs of d channels in float64, every pair correlated by rho (a common factor)."""
+    gen = torch.Generator().manual_seed(seed)
+    common = torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    return rho**0.5 * common + (1 - rho) ** 0.5 * torch.randn(n, d, generator=gen,
+                                                               dtype=torch.float64)
+
+
+def weights(rows: int, cols: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1000 + seed)
+    return torch.randn(rows, cols, generator=gen, dtype=torch.float64)
+
+
+def output_error(w, q, x) -> float:
+    """||(W - Q) X^T||_F^2, the layer's output error on inputs X."""
+    return float(((w - q).detach().double() @ x.double().T).square().sum())
+
+
+def test_hessian():
+    x = torch.randn(3, 5, 4)
+    flat = x.reshape(-1, 4).double()
+    H = gptq.hessian(x)
+    assert H.dtype == torch.float64 and torch.allclose(H, 2 * flat.T @ flat / 15)
+
+
+@pytest.mark.parametrize("k, block_size", [(1, 128), (3, 2), (7, 3)])
+def test_gptq_update_is_the_least_squares_optimum_of_the_free_columns(k, block_size):
+    """After the first k columns are quantized, the rest are the minimizer of ||(W - W') X^T||^2
+    over the free columns with the first k fixed at their quantized values (damp 0)."""
+    x, w = correlated(200, 10, 0, rho=0.5), weights(4, 10, 0)
+    got = gptq.gptq_weight(w, gptq.hessian(x), 3, "channel", damp=0, block_size=block_size,
+                           columns=k)
+    fixed = got[:, :k]
+    scale = rtn.weight_scales(w, 3, "channel")
+    assert torch.equal(fixed[:, 0], rtn.quantize_weight(w, 3, "channel")[:, 0])  # column 0: RTN
+    assert torch.equal(fixed / scale, (fixed / scale).round())  # the fixed ones on the grid
+    target = x @ w.T - x[:, :k] @ fixed.T
+    best = torch.linalg.lstsq(x[:, k:], target).solution.T
+    assert torch.allclose(got[:, k:], best, rtol=0, atol=1e-10)  # seen: 1.6e-15
+    assert not torch.allclose(got[:, k:], w[:, k:], atol=1e-3)  # it did move them
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_gptq_between_the_brute_force_optimum_and_rtn_on_a_tiny_layer(bits):
+    """2 rows x 6 columns, per-channel scales fixed from W: every grid point of each row is tried.
+    The optimum <= GPTQ always (GPTQ's codes lie on the same grid); GPTQ <= RTN is not a theorem
+    (GPTQ is greedy) but holds on seeds 0..2 here, and in 95 of 100 such layers (seeds 0..49 at
+    2 and 3 bits were tried; mean GPTQ/RTN error 0.64); over seeds 0..19 it held in 18 of 20 at
+    2 bits (mean ratio 0.68) and 20 of 20 at 3 bits (0.65)."""
+    qmin, qmax = rtn.grid(bits)
+    levels = torch.arange(qmin, qmax + 1, dtype=torch.float64)
+    candidates = torch.cartesian_prod(*[levels] * 6)  # (levels^6, 6)
+    ratios = []
+    for seed in range(20):  # error = n / 2 * delta H delta^T per row: cheaper than delta X^T
+        x, w = correlated(64, 6, seed), weights(2, 6, seed)
+        H = gptq.hessian(x)
+        q = gptq.gptq_weight(w, H, bits, "channel", damp=0)
+        r = rtn.quantize_weight(w, bits, "channel")
+        ratios.append(output_error(w, q, x) / output_error(w, r, x))
+        if seed >= 3:
+            continue
+        scale = rtn.weight_scales(w, bits, "channel")
+        best = 0.0
+        for row in range(2):
+            delta = candidates * scale[row] - w[row]
+            best += float(((delta @ H) * delta).sum(1).min()) * len(x) / 2
+        assert best <= output_error(w, q, x) * (1 + 1e-9) <= output_error(w, r, x) * (1 + 1e-9)
+        assert torch.equal(q / scale, (q / scale).round())
+    assert sum(ratio <= 1 for ratio in ratios) >= 16 and sum(ratios) / len(ratios) < 0.8
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "channel", 16])
+@pytest.mark.parametrize("bits", [3, 4])
+def test_gptq_beats_rtn_on_correlated_inputs(bits, granularity):
+    """A 32 x 64 layer on correlated inputs: GPTQ's output error is lower than RTN's on every
+    seed 0..2 (seen: 0.16-0.34 of RTN's over these 18 cases; the margin here is 0.6)."""
+    for seed in range(3):
+        x, w = correlated(256, 64, seed), weights(32, 64, seed).float()
+        q = gptq.gptq_weight(w, gptq.hessian(x), bits, granularity)
+        r = rtn.quantize_weight(w, bits, granularity)
+        assert q.dtype == torch.float32 and q.shape == w.shape
+        assert output_error(w, q, x) < 0.6 * output_error(w, r, x), seed
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "channel", 8, 12])
+def test_gptq_weights_are_on_the_grid(granularity):
+    x, w = correlated(128, 48, 1), weights(6, 48, 1).float()
+    H = gptq.hessian(x)
+    codes, scales = gptq.gptq_codes(w, H, 3, granularity, block_size=16)
+    q = gptq.gptq_weight(w, H, 3, granularity, block_size=16)
+    assert codes.dtype == torch.int8 and codes.min() >= -4 and codes.max() <= 3
+    assert torch.equal(q, codes.float() * rtn.column_scales(scales, 48))
+    if granularity in ("tensor", "channel"):  # RTN's scales, fixed up front
+        assert torch.equal(scales, rtn.weight_scales(w, 3, granularity))
+    else:  # a group's scales from the updated weights: not RTN's, but positive
+        assert scales.shape == (6, 48 // granularity) and (scales > 0).all()
+        assert not torch.equal(scales, rtn.weight_scales(w, 3, granularity))
+    for block_size in (1, 5, 128):  # lazy batches change nothing but float rounding
+        other = gptq.gptq_weight(w, H, 3, granularity, block_size=block_size)
+        assert torch.allclose(other, q, atol=1e-6)
+
+
+def test_gptq_dead_columns_and_damp():
+    x, w = correlated(64, 8, 2), weights(3, 8, 2)
+    x[:, 2] = 0
+    q = gptq.gptq_weight(w, gptq.hessian(x), 4, "channel")
+    assert torch.equal(q[:, 2], torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(gptq.gptq_weight(w, gptq.hessian(x), 4, "channel", damp=0)[:, 2], q[:, 2])
+    damped, undamped = (gptq.gptq_weight(w, gptq.hessian(x), 4, "channel", damp=d, columns=1)
+                        for d in (0.1, 0))
+    assert not torch.allclose(damped[:, 1:], undamped[:, 1:])  # damp changes H, so the updates
+    H = torch.eye(8, dtype=torch.float64)
+    H[1, 1] = -1.0
+    with pytest.raises(ValueError, match="H is not positive definite.*damp=0.01"):
+        gptq.gptq_weight(w, H, 4, "channel")
+
+
+def test_gptq_model_beats_rtn_on_the_toy_model():
+    """Seeds 0..2 at 3 and 4 bits, groups of 16: GPTQ's logits are closer to the float model's
+    than RTN's on held-out tokens (seen: 0.81-0.91 of RTN's relative MSE), and every Linear's
+    output error on the float model's inputs is lower."""
+    for seed in range(3):
+        model, calib, held = toy(seed), tokens(seed, batches=4), tokens(seed + 50)
+        before, want = state(model), logits(model, held)
+        for bits in (3, 4):
+            q = gptq.gptq(model, iter(calib), bits, 16, progress=False)
+            r = rtn.quantize_linears(model, bits, 16)
+            assert same_state(before, state(model)) and not q.training
+            assert rel_mse(logits(q, held), want) < 0.95 * rel_mse(logits(r, held), want)
+            q_layers, r_layers = dict(q.named_modules()), dict(r.named_modules())
+            for name, layer in rtn.linear_layers(model).items():
+                x = calibration.capture(model, name, held)
+                assert output_error(layer.weight, q_layers[name].weight, x.flatten(0, -2)) < (
+                    output_error(layer.weight, r_layers[name].weight, x.flatten(0, -2))), name
+    kept = gptq.gptq(model, calib, 4, "channel", keep=["head"], progress=False)
+    assert torch.equal(kept.head.weight, model.head.weight)
+    assert not torch.equal(kept.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+
+
+def test_gptq_bad_inputs():
+    w, x = torch.randn(4, 12), torch.randn(32, 12)
+    H = gptq.hessian(x)
+    with pytest.raises(ValueError, match=r"bits must be an int in 2\.\.8, got 1"):
+        gptq.gptq_weight(w, H, 1, "channel")
+    with pytest.raises(ValueError, match=r"bits must be an int in 2\.\.8, got 9"):
+        gptq.gptq(toy(), tokens(), 9, "channel")
+    with pytest.raises(ValueError, match="group size must divide in_features.*in_features=12"):
+        gptq.gptq_weight(w, H, 4, 5)
+    with pytest.raises(ValueError, match=r"layer 'blocks.0.attn.qkv' has in_features=64"):
+        gptq.gptq(toy(), tokens(), 4, 128)
+    with pytest.raises(ValueError, match=r"H must be \(in_features, in_features\) = \(12, 12\).*"
+                       r"got shape \(11, 11\)"):
+        gptq.gptq_weight(w, H[:11, :11], 4, "channel")
+    with pytest.raises(ValueError, match="H holds NaN"):
+        gptq.gptq_weight(w, H * float("nan"), 4, "channel")
+    with pytest.raises(ValueError, match="damp must be a finite number > 0"):
+        gptq.gptq_weight(w, H, 4, "channel", damp=-0.1)
+    with pytest.raises(ValueError, match=r"block_size must be an int >= 1, got 0"):
+        gptq.gptq_weight(w, H, 4, "channel", block_size=0)
+    with pytest.raises(ValueError, match=r"columns must be an int in 1\.\.12, got 13"):
+        gptq.gptq_weight(w, H, 4, "channel", columns=13)
+    with pytest.raises(ValueError, match="inputs must be a non-empty"):
+        gptq.hessian(torch.randn(5))
+    with pytest.raises(ValueError, match=r"'blocks.0.norm1' \(LayerNorm\)"):
+        gptq.gptq(toy(), tokens(), 4, "channel", keep=["blocks.0.norm1"])
+    with pytest.raises(TypeError, match="progress must be None"):
+        gptq.gptq(toy(), tokens(), 4, "channel", progress="yes")
