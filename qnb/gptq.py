@@ -184,7 +184,7 @@ def gptq(model: nn.Module, batches: Iterable, bits: int, granularity: str | int,
             H = hessian(capture(quantized, name, batches))
             layer.weight.copy_(gptq_weight(layer.weight, H, bits, granularity, damp=damp,
                                            block_size=block_size))
-        for name in layers.keys() - set(order):
+        for name in [n for n in layers if n not in order]:
             layers[name].weight.copy_(rtn.quantize_weight(layers[name].weight, bits,
                                                           granularity))
     return quantized
