@@ -541,3 +541,10 @@ def test_gptq_bad_inputs():
         gptq.gptq(toy(), tokens(), 4, "channel", keep=["blocks.0.norm1"])
     with pytest.raises(TypeError, match="progress must be None"):
         gptq.gptq(toy(), tokens(), 4, "channel", progress="yes")
+
+
+def test_gptq_gives_rtn_to_a_linear_the_forward_pass_never_reaches():
+    model = toy()
+    model.spare = nn.Linear(D, 8)  # not called by forward
+    q = gptq.gptq(model, tokens(), 4, "channel", progress=False)
+    assert torch.equal(q.spare.weight, rtn.quantize_weight(model.spare.weight, 4, "channel"))
