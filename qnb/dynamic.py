@@ -54,6 +54,8 @@ __all__ = [
     "reduces_range",
     "activation_qparams",
     "quantize_weight_only",
+    "quantize_int8_dynamic_activation",
+    "quantize_int4_packed",
 ]
 
 # dtype of the weights -> word used in messages; float16 weights need the fbgemm kernels.
@@ -354,6 +356,71 @@ def quantize_weight_only(
     """
     model = checks.check_model(model)
     bits = checks.check_int("bits", bits, *WEIGHT_ONLY_BITS)
+    config = lambda group: _weight_only_config(bits, group)  # noqa: E731
+    return _torchao(model, config, group_size, f"int{bits}", "weight-only quantization")
+
+
+def quantize_int8_dynamic_activation(model: nn.Module) -> tuple[nn.Module, list[ModuleReport]]:
+    """An eval-mode copy of `model` with torchao's `Int8DynamicActivationInt8WeightConfig` on
+    its `nn.Linear` layers: int8 weights per output channel, and each call's input quantized
+    to int8 per token (row) on the fly, so the matmul can run on int8 kernels (with
+    `torch.compile`; in eager mode torchao runs it with reference ops). A report per layer.
+
+    Taught in notebook 12 (llm_weight_quantization)."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+    model = checks.check_model(model)
+    config = lambda _group: Int8DynamicActivationInt8WeightConfig(  # noqa: E731
+        set_inductor_config=False
+    )
+    return _torchao(model, config, None, "int8 (activations int8, dynamic)")
+
+
+def quantize_int4_packed(
+    model: nn.Module, group_size: int = 128
+) -> tuple[nn.Module, list[ModuleReport]]:
+    """An eval-mode copy of `model` whose `nn.Linear` weights are int4 in groups of
+    `group_size` inputs, packed two per byte for torchao's CPU kernels, and a report per layer.
+
+    torchao 0.18's one packed int4 layout for CPUs is `Int8DynamicActivationIntxWeightConfig`
+    with `intx_packing_format="opaque_torchao_auto"` (int8 activations per token, dynamic); it
+    needs torchao's CPU kernel library, which is not in every build (its other int4 layouts
+    need CUDA). Raises `RuntimeError` saying so where the library is missing; fall back to
+    `quantize_weight_only(model, 4, group_size)` (one byte per int4 value) there.
+
+    Taught in notebook 12 (llm_weight_quantization)."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig
+    from torchao.quantization.granularity import PerGroup
+
+    model = checks.check_model(model)
+    checks.check_int("group_size", group_size, 1)
+
+    def config(group):
+        return Int8DynamicActivationIntxWeightConfig(
+            weight_dtype=torch.int4, weight_granularity=PerGroup(group),
+            intx_packing_format="opaque_torchao_auto",
+        )
+
+    try:
+        return _torchao(model, config, group_size, "int4 packed (activations int8, dynamic)")
+    except AssertionError as exc:  # torchao asserts that its kernel library is loaded
+        raise RuntimeError(
+            f"torchao {_torchao_version()} has no packed int4 CPU kernels in this build "
+            f"({exc}); use quantize_weight_only(model, 4, group_size) instead (int4 values "
+            "stored one per byte)"
+        ) from None
+
+
+def _torchao_version() -> str:
+    from importlib.metadata import version
+
+    return version("torchao")
+
+
+def _torchao(model: nn.Module, config, group_size: int | None, word: str,
+             scope: str = "torchao quantization") -> tuple[nn.Module, list[ModuleReport]]:
+    """torchao's `quantize_` with `config(group_size)` on a copy's Linear layers, and the
+    report of what every layer with weights became (`scope` names the method in messages)."""
     _check_not_quantized(model)
     linears = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
     group_size = _check_group_size(group_size, linears)
@@ -361,20 +428,20 @@ def quantize_weight_only(
 
     result = copy.deepcopy(model).eval()
     if linears:
-        quantize_(result, _weight_only_config(bits, group_size), filter_fn=_is_linear)
+        quantize_(result, config(group_size), filter_fn=_is_linear)
     else:
-        _warn("the model has no nn.Linear module: weight-only quantization changed nothing")
+        _warn(f"the model has no nn.Linear module: {scope} changed nothing", 4)
     grouping = "per channel" if group_size is None else f"groups of {group_size} inputs"
     report = []
     for name, module in _weighted_layers(result, (nn.Linear,)):
         kind = type(module).__name__
         weight = getattr(module, "weight", None)
         if isinstance(module, nn.Linear) and _is_torchao_tensor(weight):
-            report.append(ModuleReport(name, kind, type(weight).__name__, f"int{bits}", grouping))
+            report.append(ModuleReport(name, kind, type(weight).__name__, word, grouping))
         elif isinstance(module, nn.Linear):
             report.append(ModuleReport(name, kind, None, _float_dtype(module), "not converted"))
-            _warn(f"torchao left Linear {name!r} float")
+            _warn(f"torchao left Linear {name!r} float", 4)
         else:
-            note = f"weight-only quantization covers nn.Linear only; {kind} stays float"
+            note = f"{scope} covers nn.Linear only; {kind} stays float"
             report.append(ModuleReport(name, kind, None, _float_dtype(module), note))
     return result, report

@@ -9,6 +9,7 @@ import torch.ao.nn.quantized.dynamic as nnqd
 from torch import nn
 from torchao.quantization import Int8Tensor, IntxUnpackedToInt8Tensor
 
+import qnb.dynamic as dynamic
 import qnb.models as qm
 from qnb import data
 from qnb import env as qnb_env
@@ -350,3 +351,50 @@ def test_weight_only_warns_without_linear_layers_and_refuses_quantized_models():
 def test_weight_only_bad_input(kw, error, match):
     with pytest.raises(error, match=match):
         quantize_weight_only(tiny_lstm(), **kw)
+
+
+# --- torchao's int8 dynamic-activation and packed int4 configs (notebook 12) ----------------
+
+
+def _two_linears():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+
+
+def test_int8_dynamic_activation_quantizes_every_linear_on_a_copy():
+    model = _two_linears()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result, report = dynamic.quantize_int8_dynamic_activation(model)
+    assert [(r.name, r.quantized) for r in report] == [("0", "Int8Tensor"), ("2", "Int8Tensor")]
+    assert all("activations int8" in r.weight for r in report)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])  # the input model is untouched
+    x = torch.randn(16, 128)
+    with torch.inference_mode():
+        want, got = model(x), result(x)
+    assert 0 < (want - got).abs().max() < 0.05 * want.abs().max()
+
+
+def test_int4_packed_works_or_says_which_kernels_are_missing():
+    model = _two_linears()
+    try:  # how torchao itself tells whether its CPU kernel library is loaded
+        torch.ops.torchao._pack_8bit_act_4bit_weight  # noqa: B018
+        loaded = True
+    except AttributeError:
+        loaded = False
+    if not loaded:
+        with pytest.raises(RuntimeError, match="no packed int4 CPU kernels.*quantize_weight_only"):
+            dynamic.quantize_int4_packed(model, 64)
+        return
+    result, report = dynamic.quantize_int4_packed(model, 64)
+    assert all(r.quantized is not None for r in report)
+    x = torch.randn(16, 128)
+    with torch.inference_mode():
+        assert (model(x) - result(x)).abs().max() < 0.2 * model(x).abs().max()
+
+
+def test_int4_packed_bad_group_size_names_the_layer():
+    with pytest.raises(ValueError, match="group_size must divide the in_features"):
+        dynamic.quantize_int4_packed(_two_linears(), 48)
+    with pytest.raises(ValueError, match="group_size must be an int >= 1, got 0"):
+        dynamic.quantize_int4_packed(_two_linears(), 0)
