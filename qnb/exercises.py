@@ -1667,3 +1667,80 @@ def check_flip_count(
     _fail(name, f"{flips} is not the count: compare round(ex_rounded / s) with "
                 "clamp(round(ex_weight / s), qmin, qmax), s the per-channel scale reshaped to "
                 "broadcast over each output channel's weights")
+
+
+@_needs_answer
+def check_bits_per_weight(bpw: float, bits: int, group_size: int, scale_bits: int) -> None:
+    """Exercise 12.1: the storage cost of `bits`-wide weights in groups with one scale each."""
+    name = "Exercise 12.1"
+    if isinstance(bpw, bool) or not isinstance(bpw, int | float | np.number):
+        _fail(name, f"ex_bpw must be a number of bits, got {type(bpw).__name__}")
+    want = bits + scale_bits / group_size
+    got = float(bpw)
+    if math.isclose(got, want, rel_tol=1e-6):
+        _passed(name, f"{want:g} bits per weight: the scales add {scale_bits / group_size:g} "
+                      f"bits to each {bits}-bit weight ({want / 32:.1%} of float32's 32)")
+        return
+    if math.isclose(got, bits):
+        _fail(name, "that leaves the scales out: each group of weights also stores its scale")
+    if math.isclose(got, bits + scale_bits):
+        _fail(name, "one scale is shared by the whole group: divide its bits by the group size")
+    if math.isclose(got, bits + 32 / group_size):
+        _fail(name, f"the scale here is {scale_bits} bits (float16), not 32")
+    if math.isclose(got, bits + 1 / group_size):
+        _fail(name, f"a scale costs {scale_bits} bits, not 1")
+    _fail(name, f"{got:g} is not it: add the bits of the weight and its share of the group's "
+                "scale")
+
+
+def _gptq_problem(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    """A small layer (4 x 6, float64), correlated inputs, the Cholesky factor of H^-1, scales."""
+    gen = torch.Generator().manual_seed(seed)
+    mix = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    x = torch.randn(200, 6, generator=gen, dtype=torch.float64) @ (torch.eye(6) + 0.8 * mix)
+    w = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    h = 2 * x.T @ x / len(x)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    scale = w.abs().amax(dim=1) / 3  # 3-bit symmetric grid: codes -4..3
+    return w, u, scale, -4, 3
+
+
+def _gptq_step(w, u, scale, qmin, qmax) -> torch.Tensor:
+    q = torch.clamp(torch.round(w[:, 0] / scale), qmin, qmax) * scale
+    out = w.clone()
+    out[:, 0] = q
+    out[:, 1:] -= ((w[:, 0] - q) / u[0, 0]).unsqueeze(1) * u[0, 1:]
+    return out
+
+
+@_needs_answer
+def check_gptq_step(fn: Callable[..., torch.Tensor]) -> None:
+    """Exercise 12.2: GPTQ's step for one column: quantize it, move the others to compensate."""
+    name = "Exercise 12.2"
+    w, u, scale, qmin, qmax = _gptq_problem(0)
+    want = _gptq_step(w, u, scale, qmin, qmax)
+    got = fn(w.clone(), u.clone(), scale.clone(), qmin, qmax)
+    if not isinstance(got, torch.Tensor) or got.shape != w.shape:
+        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+        _fail(name, f"return the whole weight (a tensor of shape {tuple(w.shape)}), got {shape}")
+    got = got.detach().double()
+    nearest = torch.clamp(torch.round(w[:, 0] / scale), qmin, qmax) * scale
+    if not torch.allclose(got[:, 0], nearest, atol=1e-9):
+        _fail(name, "column 0 must be on the grid: clamp(round(w / scale), qmin, qmax) * scale")
+    if torch.allclose(got, want, atol=1e-9):
+        _passed(name, "column 0 rounded, columns 1-5 moved by -(w0 - q0) / U[0, 0] * U[0, 1:]: "
+                      "the least-squares best for the layer's output given column 0")
+        return
+    if torch.allclose(got[:, 1:], w[:, 1:], atol=1e-12):
+        _fail(name, "the other columns did not move: that is round to nearest; GPTQ subtracts "
+                    "column 0's error, scaled by U[0, 1:] / U[0, 0], from them")
+    moved = got[:, 1:] - w[:, 1:]
+    if torch.allclose(moved, -(want[:, 1:] - w[:, 1:]), atol=1e-9):
+        _fail(name, "the columns moved the wrong way: the error is w0 - q0, and the update "
+                    "subtracts error * U[0, 1:] / U[0, 0]")
+    err = (w[:, 0] - nearest).unsqueeze(1)
+    if torch.allclose(moved, -err * u[0, 1:], atol=1e-9):
+        _fail(name, "divide the error by U[0, 0] (the diagonal of the Cholesky factor) first")
+    bad = int(torch.argmax((got - want).abs().amax(dim=0)))
+    _fail(name, f"column {bad} differs from GPTQ's update (largest difference "
+                f"{float((got - want)[:, bad].abs().max()):.3g})")
