@@ -43,7 +43,7 @@ LOCK_MERGE := function key(s) { s = tolower(s); gsub(/[-_.]+/, "-", s); return s
       delete kept[k]; print k "\t" line } \
     END { for (k in kept) print k "\t" kept[k] }
 
-.PHONY: setup run test lint unit nbval papermill smoke notebooks assignments lab lock clean
+.PHONY: setup run models test lint unit nbval papermill smoke notebooks assignments lab lock clean
 
 setup: $(READY) $(LAB_OVERRIDES) $(NBGRADER_DEFAULTS)
 
@@ -66,8 +66,12 @@ $(NBGRADER_DEFAULTS): Makefile
 	    'c = get_config()  # noqa: F821' 'c.CourseDirectory.root = "$(abspath build/course)"' > $@
 
 ## run: execute every notebook with papermill into $(RUN): results.csv and report.html
-run: $(READY)
+run: models
 	$(BIN)/python -m qnb run --out $(RUN) $(NOTEBOOKS)
+
+## models: train every model the notebooks use (one per core at a time), or find it cached
+models: $(READY)
+	$(BIN)/python -m qnb models
 
 ## sweep: one notebook over a grid, e.g. make sweep NB=notebooks/01_affine_quantization.ipynb
 ##        SWEEP="-p bits=2,4,8 --jobs 2" (results in runs/sweep-<notebook>)
@@ -78,7 +82,7 @@ sweep: $(READY)
 
 ## test: lint, unit tests (fast and slow), every notebook under nbval, notebook runs with other
 ## parameters, the JupyterLab smoke tests
-test: lint unit slow nbval papermill smoke
+test: lint models unit slow nbval papermill smoke
 
 lint: $(READY)
 	$(BIN)/ruff check qnb tests data notebooks

@@ -6,6 +6,7 @@
   python -m qnb sweep collect DIR                  merge all runs into DIR/results.csv
   python -m qnb report DIR                         DIR/results.csv and DIR/report.html
   python -m qnb refresh NOTEBOOK...                re-execute committed notebooks in place
+  python -m qnb models [--jobs N]                  train the models the notebooks use (cached)
   python -m qnb assignments build --out DIR [NOTEBOOK...]
                       an nbgrader course: DIR/source and DIR/release (nbgrader's
                       generate_assignment); grade it with nbgrader (README, For instructors)
@@ -75,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("dir")
     refresh = commands.add_parser("refresh", help="re-execute committed notebooks in place")
     refresh.add_argument("notebooks", nargs="+")
+    models = commands.add_parser(
+        "models", help="train (or find cached) every model the notebooks use, N at a time"
+    )
+    models.add_argument("--jobs", type=_jobs, help="trainings at a time (default: one per core)")
     _add_assignments(commands)
     return parser
 
@@ -115,6 +120,14 @@ def _assignments(args: argparse.Namespace) -> int:
         print(f"{name}: skipped, no nbgrader cells (not an assignment yet)")
     total = sum(points for _, points, _ in result["built"])
     print(f"{len(result['built'])} assignments, {total:g} points: {Path(args.out) / 'release'}")
+    return 0
+
+
+def _models(jobs: int | None) -> int:
+    from qnb import models  # torch: only for this command
+
+    for (name, seed), seconds in models.warm(jobs=jobs).items():
+        print(f"{name} seed {seed}: {'cached' if seconds < 1 else f'trained in {seconds:.0f} s'}")
     return 0
 
 
@@ -170,6 +183,8 @@ def _main(argv: list[str]) -> int:
         return 0
     if args.command == "assignments":
         return _assignments(args)
+    if args.command == "models":
+        return _models(args.jobs)
     if args.command == "report":
         print(f"wrote {sweep.collect(args.dir)} and {_report(args.dir)}")
         return 0

@@ -23,11 +23,14 @@ training config, the training data and the torch version.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -56,6 +59,8 @@ __all__ = [
     "predict",
     "pretrained",
     "cache_path",
+    "NOTEBOOK_MODELS",
+    "warm",
 ]
 
 TRAIN_VERSION = 2  # bump when the training procedure changes, so old cache files are not reused
@@ -513,3 +518,35 @@ def _on_train_threads(fit: Callable[..., nn.Module], model: nn.Module, **kwargs)
         return fit(model, **kwargs)
     finally:
         torch.set_num_threads(threads)
+
+
+# Every (name, seed) the notebooks load with their defaults: `warm` trains them ahead of time.
+NOTEBOOK_MODELS = [
+    *(("tinylm", s) for s in range(3)),
+    *((name, s) for name in ("plain_cnn", "depthwise_cnn") for s in range(3)),
+    ("lstm", 0),
+]
+
+
+def _train_and_time(name: str, seed: int) -> float:
+    start = time.perf_counter()
+    pretrained(name, seed=seed, progress=False)
+    return time.perf_counter() - start
+
+
+def warm(
+    pairs: Iterable[tuple[str, int]] | None = None, *, jobs: int | None = None
+) -> dict[tuple[str, int], float]:
+    """Train (or find cached) every `(name, seed)` of `pairs` (default: `NOTEBOOK_MODELS`, the
+    ones the notebooks use) with the default config, `jobs` at a time in separate processes
+    (default: one per core; each trains on `TRAIN_THREADS` threads, so the weights are the ones
+    a notebook would train). Returns the seconds each took (about 0 when it was cached)."""
+    pairs = list(NOTEBOOK_MODELS if pairs is None else pairs)
+    for name, seed in pairs:
+        _check_name(name)
+        check_int("seed", seed, 0)
+    jobs = check_int("jobs", (os.cpu_count() or 1) if jobs is None else jobs, 1)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = {pair: pool.submit(_train_and_time, *pair) for pair in pairs}
+        return {pair: future.result() for pair, future in futures.items()}

@@ -349,3 +349,30 @@ def test_pretrained_bad_input():
         qm.pretrained("plain_cnn", seed=-2)
     with pytest.raises(TypeError, match="progress must be None"):
         qm.pretrained("plain_cnn", epochs=1, progress=1)
+
+
+def test_warm_checks_every_pair_before_training_anything():
+    with pytest.raises(ValueError, match="name must be one of"):
+        qm.warm([("plain_cnn", 0), ("resnet", 0)])
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
+        qm.warm([("plain_cnn", -1)])
+    with pytest.raises(ValueError, match="jobs must be an int >= 1, got 0"):
+        qm.warm([("plain_cnn", 0)], jobs=0)
+
+
+def test_warm_finds_cached_models_in_child_processes(tmp_path):
+    """A cached model is found by the worker processes (they see $QNB_CACHE): nothing trains."""
+    path = qm.cache_path("lstm", seed=5)
+    model = qm.build("lstm", seed=5).eval()
+    model.history = []
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": model.state_dict(), "history": []}, path)
+    seconds = qm.warm([("lstm", 5)], jobs=1)
+    assert list(seconds) == [("lstm", 5)] and seconds[("lstm", 5)] >= 0
+    saved = torch.load(path, weights_only=True)["state_dict"]  # still untrained: not retrained
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_notebook_models_are_known_models():
+    assert {name for name, _ in qm.NOTEBOOK_MODELS} == set(qm.MODELS)
