@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import os
 
+import nbformat
 import pytest
 
 from qnb import env, runner
 from tests.conftest import REPO
+from tests.notebooks.test_rerun import doubled
 
 NOTEBOOKS = REPO / "notebooks"
 
 
-def run(tmp_path, name: str, **parameters) -> dict:
-    result = runner.execute(NOTEBOOKS / name, tmp_path / name, parameters=parameters, timeout=900)
+def run(tmp_path, name: str, *, twice: bool = False, **parameters) -> dict:
+    """The records of `name` run with `parameters`; with `twice`, every code cell but the
+    parameters cell runs twice in a row (test_rerun's check, done here instead of in a run of
+    its own: the notebook is then in test_rerun.COVERED)."""
+    source = NOTEBOOKS / name
+    if twice:
+        source = tmp_path / "twice" / name
+        source.parent.mkdir()
+        nbformat.write(doubled(nbformat.read(NOTEBOOKS / name, as_version=4)), source)
+    result = runner.execute(source, tmp_path / name, parameters=parameters, timeout=900)
     assert result.status == "ok", result.error
     return result.records
 
@@ -27,6 +37,7 @@ def test_01_other_bit_widths(tmp_path):
     records = run(
         tmp_path,
         "01_affine_quantization.ipynb",
+        twice=True,
         bit_widths=[3, 8, 16],
         compare_bits=4,
         n_samples=20_000,
@@ -46,6 +57,7 @@ def test_02_plain_model_other_bits(tmp_path):
     records = run(
         tmp_path,
         "02_per_channel_weights.ipynb",
+        twice=True,
         seeds=[1, 2],
         model_names=["plain_cnn"],
         focus_model="plain_cnn",
@@ -88,6 +100,7 @@ def test_03_plain_model_other_settings(tmp_path):
     records = run(
         tmp_path,
         "03_activation_calibration.ipynb",
+        twice=True,
         model_name="plain_cnn",
         seeds=[0],
         act_bit_widths=[8, 6],
@@ -126,7 +139,7 @@ def _speedups_with_iqr(records: dict, names: list[str]) -> None:
 
 def test_05_defaults_keep_accuracy_and_shrink_4x(tmp_path):
     """The issue's bar for the default run (this machine's engine, plain CNN, 3 seeds)."""
-    records = run(tmp_path, "05_static_ptq.ipynb")
+    records = run(tmp_path, "05_static_ptq.ipynb", twice=True)
     assert records["engine"] == env.default_engine() and records["model"] == "plain_cnn"
     assert records["seeds"] == 3
     for name in ("fp32_acc", "int8_acc"):
@@ -177,6 +190,7 @@ def test_06_other_engine_and_bits(tmp_path):
     records = run(
         tmp_path,
         "06_dynamic_and_weight_only.ipynb",
+        twice=True,
         engine="qnnpack",
         weight_only_bits=[8, 2],
         group_size=None,
@@ -219,6 +233,7 @@ def test_08_depthwise_short_ladder(tmp_path):
     records = run(
         tmp_path,
         "08_quantization_aware_training.ipynb",
+        twice=True,
         seeds=[0, 1],
         model_names=["depthwise_cnn"],
         ladder=[[3, 3]],
@@ -236,6 +251,7 @@ def test_09_depthwise_three_bit_budget(tmp_path):
     records = run(
         tmp_path,
         "09_mixed_precision.ipynb",
+        twice=True,
         seeds=[1],
         model_name="depthwise_cnn",
         choices=[2, 4, 8],
@@ -287,7 +303,7 @@ SMALL_10 = dict(
 
 
 def test_10_one_engine_small_batches(tmp_path):
-    records = run(tmp_path, "10_cpu_deployment.ipynb", engines=["x86"], **SMALL_10)
+    records = run(tmp_path, "10_cpu_deployment.ipynb", twice=True, engines=["x86"], **SMALL_10)
     assert records["engine"] == "x86" and records["pt2e_model"] == "mobilenet_v2"
     _speedups_with_iqr(records, ["speedup_pt2e_b2", "pt2e_vs_eager_int8_b2"])
     assert records["artifact_identical"] is True
@@ -316,6 +332,7 @@ def test_04_fewer_digits_other_seed(tmp_path):
     records = run(
         tmp_path,
         "04_integer_arithmetic.ipynb",
+        twice=True,
         test_images=200,
         n_accumulators=50_000,
         seed=1,
@@ -345,6 +362,7 @@ def test_11_one_seed_mobilenet_small_batch(tmp_path):
     records = run(
         tmp_path,
         "11_other_runtimes.ipynb",
+        twice=True,
         seeds=[1],
         calib_images=128,
         calib_methods=["minmax", "percentile"],
@@ -376,6 +394,7 @@ def test_07_plain_model_one_seed_small_ladder(tmp_path):
     records = run(
         tmp_path,
         "07_advanced_ptq.ipynb",
+        twice=True,
         seeds=[1],
         model_name="plain_cnn",
         ladder_bits=[8, 3],
