@@ -24,7 +24,10 @@ from torch.nn import functional as F
 from qnb import checks, text
 from qnb.progress import optional as optional_progress
 
-__all__ = ["TinyLM", "train", "mean_loss", "bits_per_byte", "perplexity", "generate"]
+__all__ = [
+    "TinyLM", "train", "mean_loss", "window_losses", "bits_per_byte", "perplexity", "generate",
+]
+EVAL_BATCH = 256  # windows per forward pass when scoring a split
 
 
 class Attention(nn.Module):
@@ -191,11 +194,33 @@ def mean_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
     return total / count
 
 
-def _split_loss(model: nn.Module, split: str, limit: int | None) -> float:
+def _split_windows(model: nn.Module, split: str, limit: int | None) -> list:
     context = getattr(model, "context", None)
     if not isinstance(context, int):
         raise TypeError(f"model must have an int `context` (a TinyLM), got {type(model).__name__}")
-    return mean_loss(model, text.eval_windows(split, context, limit=limit))
+    return text.eval_windows(split, context, EVAL_BATCH, limit=limit)
+
+
+def _split_loss(model: nn.Module, split: str, limit: int | None) -> float:
+    return mean_loss(model, _split_windows(model, split, limit))
+
+
+def window_losses(model: nn.Module, split: str = "test", limit: int | None = None
+                  ) -> torch.Tensor:
+    """The mean loss (nats per byte) of each evaluation window of `split` (or its first `limit`
+    bytes), in order: all windows have `model.context` bytes, so their mean is the split's mean
+    loss, and two models' windows pair up for a paired comparison (`qnb.stats.paired_mean_diff`)."""
+    losses = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for x, y in _split_windows(model, split, limit):
+                loss = F.cross_entropy(model(x).transpose(1, 2), y, reduction="none")
+                losses.append(loss.mean(dim=1))
+    finally:
+        model.train(was_training)
+    return torch.cat(losses).double()
 
 
 def bits_per_byte(model: nn.Module, split: str = "test", limit: int | None = None) -> float:

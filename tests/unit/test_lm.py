@@ -144,3 +144,11 @@ def test_pretrained_refuses_the_other_length_unit():
         qm.pretrained("plain_cnn", steps=5)
     with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
         qm.cache_path("tinylm", steps=0)
+
+
+def test_window_losses_pair_up_and_average_to_the_split_loss():
+    model = small().eval()
+    losses = lm.window_losses(model, "validation", limit=2000)
+    assert losses.shape == ((2000 - 1) // 16,) and losses.dtype == torch.float64
+    assert float(losses.mean()) == pytest.approx(
+        math.log(lm.perplexity(model, "validation", limit=2000)), rel=1e-6)

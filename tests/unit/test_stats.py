@@ -206,3 +206,23 @@ def test_format_spread_bad_options():
         stats.format_spread([0.9], decimals=9)
     with pytest.raises(TypeError, match="percent must be True or False, got 1"):
         stats.format_spread([0.9], percent=1)
+
+
+def test_paired_mean_diff_is_the_mean_difference_with_a_paired_interval():
+    rng = np.random.default_rng(0)
+    a = rng.normal(2.0, 1.0, 400)
+    b = a + 0.05 + rng.normal(0, 0.01, 400)  # b is a shifted copy: a tight paired interval
+    diff, lo, hi = stats.paired_mean_diff(a, b, seed=1)
+    assert diff == pytest.approx(np.mean(b - a))
+    assert 0.04 < lo < diff < hi < 0.06
+    assert stats.paired_mean_diff(a, b, seed=1) == (diff, lo, hi)  # seeded
+    unpaired = rng.normal(2.05, 1.0, 400)  # the same shift, without the pairing
+    _, lo_u, hi_u = stats.paired_mean_diff(a, unpaired, seed=1)
+    assert hi_u - lo_u > 20 * (hi - lo)
+
+
+def test_paired_mean_diff_bad_input():
+    with pytest.raises(ValueError, match="same non-zero length, got 3 and 2"):
+        stats.paired_mean_diff([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="resamples must be an int >= 100, got 5"):
+        stats.paired_mean_diff([1, 2], [1, 2], resamples=5)
