@@ -189,17 +189,46 @@ def _as_eval(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return gm
 
 
+class _FreezingCompiled(nn.Module):
+    """A `torch.compile`d model that runs with Inductor freezing on (see `compile_for_cpu`)."""
+
+    def __init__(self, compiled: nn.Module) -> None:
+        super().__init__()
+        self.compiled = compiled
+        self.training = compiled.training  # not .eval(): a loaded export refuses train()/eval()
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        import torch._inductor.config as config  # imported already: a dict lookup
+
+        before = config.freezing
+        config.freezing = True  # read by Dynamo if this call (re)compiles
+        try:
+            return self.compiled(*args, **kwargs)
+        finally:
+            config.freezing = before
+
+
 def compile_for_cpu(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """`torch.compile(model)` with Inductor freezing on (and torchao's x86 int8 fusion passes
-    registered), compiled and warmed once on `example`.
+    """`torch.compile(model, dynamic=False)` with Inductor freezing on (and torchao's x86 int8
+    fusion passes registered), compiled and warmed once on `example`.
 
     Freezing (weights folded as constants, int8 weight prepacking) is what lets Inductor turn
-    a pt2e graph into int8 kernels. It is set only while compiling (and passed as a compile
-    option, so a recompile keeps it); the global setting is restored. Run the result under
-    `torch.inference_mode()` or `torch.no_grad()`, on inputs of `example`'s shape, with the
-    thread count it was compiled with: a new thread count recompiles, and for the int8
-    ResNet-18 that recompile failed here (`UnsupportedOperatorException:
-    onednn.qconv_prepack.default`).
+    a pt2e graph into int8 kernels. Run the result under `torch.inference_mode()` or
+    `torch.no_grad()`, on inputs of `example`'s shape (another shape compiles again, for that
+    shape only: `dynamic=False`).
+
+    The returned module turns freezing on around each call (about 10 microseconds) and restores
+    the global setting after, so that a *recompile* is frozen like the first compile. A
+    compiled model compiles again when one of its guards fails (a new thread count) or when
+    Dynamo's caches are dropped, and torch 2.14's strict `torch.export` (`quantize_pt2e`,
+    `export_model`) drops every compiled graph of the process (it calls
+    `torch._dynamo.reset()`). Dynamo
+    reads the global freezing flag when it traces (to keep the weights as constants, not graph
+    inputs); the `freezing` compile option alone reaches Inductor only after that, and a
+    recompile of a pt2e graph without the global flag fails in Inductor with
+    `UnsupportedOperatorException: onednn.qconv_prepack.default` (the int8 weight prepacking
+    applied to weights that are now runtime inputs). Export first and compile after, or pay a
+    recompile (seconds) at the next call.
     """
     import torch._inductor.config as inductor_config
 
@@ -214,7 +243,7 @@ def compile_for_cpu(model: nn.Module, example: torch.Tensor) -> nn.Module:
     if model.training and not isinstance(model, torch.fx.GraphModule):
         raise ValueError("model is in train mode: call model.eval() before compiling")
     example = _check_example(example)
-    compiled = torch.compile(model, options={"freezing": True})
+    compiled = _FreezingCompiled(torch.compile(model, dynamic=False, options={"freezing": True}))
     with inductor_config.patch(freezing=True), torch.inference_mode():
         compiled(example)
     return compiled

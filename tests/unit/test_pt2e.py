@@ -187,3 +187,23 @@ def test_compile_for_cpu_runs_int8_graph_and_restores_freezing(tiny, example):
     with torch.inference_mode():
         ref, out = q(example), compiled(example)
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    assert inductor_config.freezing == before  # a call restores it too
+
+
+@pytest.mark.slow  # two compiles of the int8 graph, ~30-60 s each on 2 cores
+def test_compiled_int8_graph_recompiles_after_an_export_drops_it(tiny, example):
+    """torch 2.14's strict export calls `torch._dynamo.reset()`, which drops every compiled graph:
+    the compiled model compiles again at its next call, frozen like the first time. With
+    freezing only a compile option, that recompile failed (onednn.qconv_prepack)."""
+    import torch._inductor.config as inductor_config
+
+    before = inductor_config.freezing
+    q = pt2e.quantize_pt2e(tiny, example, _calib())
+    compiled = pt2e.compile_for_cpu(q, example)
+    with torch.inference_mode():
+        first = compiled(example)
+    pt2e.export_model(tiny, example)  # a strict export: the compiled graph is dropped
+    with torch.inference_mode():
+        again = compiled(example)
+    assert torch.equal(again, first)
+    assert inductor_config.freezing == before
