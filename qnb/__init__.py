@@ -19,7 +19,8 @@ Modules, one idea each:
 - `pt2e`: the successor path (torch.export, X86InductorQuantizer, Inductor); `runtimes`: ONNX
   export, ONNX Runtime's QDQ int8, ONNX Runtime and OpenVINO sessions as modules;
 - `qat`: quantization-aware training; `mixed`: per-layer bit widths, the one-call `qnb.quantize`;
-- `rtn`, `smoothquant`, `gptq`: language-model weights: round-to-nearest per group, activation
+- `lm`: a byte-level transformer (TinyLM) for notebook 12; `rtn`, `smoothquant`, `gptq`:
+  language-model weights: round-to-nearest per group, activation
   outliers and SmoothQuant (simulated W8A8), GPTQ;
 - `bench`: latency and size, measured the workbook's way; `deploy`: saving, loading, fresh runs;
 - `stats`: paired comparisons and seed spread; `claims`: the prose's claims checked on the run;

@@ -414,3 +414,36 @@ def test_07_plain_model_one_seed_small_ladder(tmp_path):
     assert records["seconds_adaround"] > 0
     assert records["claims_failed"] in range(records["claims_checked"] + 1)
     assert records["claims_checked"] >= 8
+
+
+def test_12_one_seed_three_bits_no_compile(tmp_path):
+    """Notebook 12 on one seed, 3-bit weights per channel and in groups of 64, GPTQ at W3 g64,
+    one SmoothQuant alpha, no torch.compile: the records of what ran, and their order where it
+    is a property of the method (GPTQ below RTN, SmoothQuant undoing the injected outlier)."""
+    records = run(
+        tmp_path,
+        "12_llm_weight_quantization.ipynb",
+        twice=True,
+        seeds=[1],
+        curve_bits=[3],
+        granularities=["channel", 64],
+        gptq_settings=[[3, 64]],
+        calib_windows=16,
+        alphas=[0.5],
+        compile_models=False,
+        warmup=1,
+        repeats=3,
+        sample_bytes=20,
+    )
+    assert records["seeds"] == 1
+    assert records["ppl_fp32_min"] == records["ppl_fp32"] == records["ppl_fp32_max"]  # one seed
+    assert 1 < records["ppl_fp32"] < 8  # far from a uniform guess (256)
+    assert records["ppl_fp32"] < records["ppl_w3_gptq_g64"] < records["ppl_w3_rtn_g64"]
+    assert records["ppl_w8_rtn_channel"] == pytest.approx(records["ppl_fp32"], rel=0.005)
+    assert records["ppl_w8a8_injected"] > 1.05 * records["ppl_w8a8_smoothquant_injected"]
+    assert "ppl_w4_gptq_g128" not in records and "ppl_w4_rtn_g128" not in records
+    assert records["bits_per_weight_w4_g128"] == 4.125
+    assert records["smoothquant_alpha"] == 0.5
+    _speedups_with_iqr(records, ["speedup_torchao_int8_tokens"])
+    assert records["size_ratio_torchao_int4"] > 2.5
+    assert records["claims_checked"] >= 10

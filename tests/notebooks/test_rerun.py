@@ -32,6 +32,7 @@ COVERED = {
     "09_mixed_precision.ipynb",
     "10_cpu_deployment.ipynb",
     "11_other_runtimes.ipynb",
+    "12_llm_weight_quantization.ipynb",
 }
 SMALLER = {  # the notebooks not in COVERED, with smaller settings where they are heavy
     "13_experiment_sweeps.ipynb": {"grid": {"compare_bits": [4, 8], "seed": [0]}},
