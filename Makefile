@@ -80,9 +80,9 @@ sweep: $(READY)
 	@test -n "$(NB)" || { echo 'usage: make sweep NB=notebooks/NN_x.ipynb SWEEP="-p NAME=V1,V2"'; exit 2; }
 	$(BIN)/python -m qnb sweep $(NB) $(SWEEP) --out runs/sweep-$(basename $(notdir $(NB)))
 
-## test: lint, unit tests (fast and slow), every notebook under nbval, notebook runs with other
-## parameters, the JupyterLab smoke tests
-test: lint models unit slow nbval papermill smoke
+## test: lint, the models (as make run), unit tests (fast and slow, one worker per core), every
+## notebook under nbval, notebook runs with other parameters, the JupyterLab smoke tests
+test: lint models units nbval papermill smoke
 
 lint: $(READY)
 	$(BIN)/ruff check qnb tests data notebooks
@@ -92,9 +92,12 @@ lint: $(READY)
 unit: $(READY)
 	$(PYTEST) -m "not slow" tests/unit
 
-.PHONY: slow
+.PHONY: slow units
 slow: $(READY)
 	$(PYTEST) -m slow tests/unit
+## units: both tiers at once, one pytest-xdist worker per core (what make test runs)
+units: $(READY)
+	$(PYTEST) -n auto tests/unit
 
 nbval: $(READY)
 	$(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
