@@ -127,7 +127,10 @@ def test_03_plain_model_other_settings(tmp_path):
 
 
 def _quiet() -> bool:
-    """True if the cores were not oversubscribed: timing claims are only checked then."""
+    """True if this notebook ran alone (not beside another pytest-xdist worker's) and the cores
+    were not oversubscribed: timing claims are only checked then."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        return False
     return os.getloadavg()[0] <= (os.cpu_count() or 1)
 
 
@@ -447,3 +450,19 @@ def test_12_one_seed_three_bits_no_compile(tmp_path):
     _speedups_with_iqr(records, ["speedup_torchao_int8_tokens"])
     assert records["size_ratio_torchao_int4"] > 2.5
     assert records["claims_checked"] >= 10
+
+
+def test_12_defaults_hold_their_claims():
+    """The committed notebook (defaults: three seeds): no claim failed, GPTQ at W3 g64 closes at
+    least half of RTN's perplexity gap to fp32 (issue 18's bar), every spread is ordered."""
+    from qnb import read_records
+
+    records = read_records(NOTEBOOKS / "12_llm_weight_quantization.ipynb")
+    assert records["seeds"] == 3 and records["claims_checked"] >= 20
+    assert records["claims_failed"] == 0
+    assert records["gptq_gap_closed_w3_g64"] >= 0.5
+    for name, value in records.items():
+        if f"{name}_min" in records:
+            assert records[f"{name}_min"] <= value <= records[f"{name}_max"], name
+    assert records["ppl_w3_gptq_g64"] < records["ppl_w3_rtn_g64"]
+    assert records["bits_per_weight_w4_g128"] == 4.125
