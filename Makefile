@@ -99,14 +99,13 @@ slow: $(READY)
 units: $(READY)
 	$(PYTEST) -n auto tests/unit
 
-# nbval and papermill run one notebook per core at a time, each kernel on one thread
-# (OMP_NUM_THREADS=1: no oversubscribed cores); their timings are not checked there
-# (tests/notebooks asserts timing claims only for a notebook that ran alone on quiet cores).
 nbval: $(READY)
-	OMP_NUM_THREADS=1 $(PYTEST) -n auto --dist loadscope --nbval-lax --nbval-current-env \
-	    --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+	$(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 
 ## papermill: notebooks run with non-default parameters (records checked) and with every cell twice
+# papermill runs one notebook per core at a time, each kernel on one thread (OMP_NUM_THREADS=1:
+# no oversubscribed cores); timing claims are asserted only for a notebook that ran alone.
 papermill: $(READY)
 	OMP_NUM_THREADS=1 $(PYTEST) -n auto tests/notebooks
 

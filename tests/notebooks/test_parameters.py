@@ -12,9 +12,9 @@ import os
 import nbformat
 import pytest
 
-from qnb import env, runner
+from qnb import env
 from tests.conftest import REPO
-from tests.notebooks.test_rerun import doubled
+from tests.notebooks.test_rerun import doubled, execute
 
 NOTEBOOKS = REPO / "notebooks"
 
@@ -28,7 +28,7 @@ def run(tmp_path, name: str, *, twice: bool = False, **parameters) -> dict:
         source = tmp_path / "twice" / name
         source.parent.mkdir()
         nbformat.write(doubled(nbformat.read(NOTEBOOKS / name, as_version=4)), source)
-    result = runner.execute(source, tmp_path / name, parameters=parameters, timeout=900)
+    result = execute(source, tmp_path / name, parameters)
     assert result.status == "ok", result.error
     return result.records
 

@@ -39,6 +39,19 @@ SMALLER = {  # the notebooks not in COVERED, with smaller settings where they ar
 }
 
 
+KERNEL_START_FAILURES = ("Kernel didn't respond", "Kernel died before replying")
+
+
+def execute(source, output, parameters=None) -> runner.RunResult:
+    """`runner.execute`, once more if the kernel did not start: with one pytest-xdist worker per
+    core, two kernels can start at the same moment and race for the same free TCP ports
+    (jupyter_client picks them per process); a notebook's own failure is never retried."""
+    result = runner.execute(source, output, parameters=parameters, timeout=900)
+    if result.status != "ok" and any(m in (result.error or "") for m in KERNEL_START_FAILURES):
+        result = runner.execute(source, output, parameters=parameters, timeout=900)
+    return result
+
+
 def doubled(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of `notebook` in which every code cell but the parameters cell runs twice."""
     twin = copy.deepcopy(notebook)
@@ -66,7 +79,5 @@ OWN = [p for p in NOTEBOOKS if p.name not in COVERED]
 def test_every_cell_runs_twice(path, tmp_path):
     source = tmp_path / path.name
     nbformat.write(doubled(nbformat.read(path, as_version=4)), source)
-    result = runner.execute(
-        source, tmp_path / "ran" / path.name, parameters=SMALLER.get(path.name), timeout=900
-    )
+    result = execute(source, tmp_path / "ran" / path.name, SMALLER.get(path.name))
     assert result.status == "ok", result.error
