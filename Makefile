@@ -66,10 +66,11 @@ $(NBGRADER_DEFAULTS): Makefile
 	    'c = get_config()  # noqa: F821' 'c.CourseDirectory.root = "$(abspath build/course)"' > $@
 
 ## run: execute every notebook with papermill into $(RUN): results.csv and report.html
-run: models
+run: $(READY)
 	$(BIN)/python -m qnb run --out $(RUN) $(NOTEBOOKS)
 
-## models: train every model the notebooks use (one per core at a time), or find it cached
+## models: retrain the shipped weights in data/weights (one model per core at a time; about
+##         30 minutes on 2 cores): the notebooks load those files, nothing trains on a fresh clone
 models: $(READY)
 	$(BIN)/python -m qnb models
 
@@ -80,9 +81,9 @@ sweep: $(READY)
 	@test -n "$(NB)" || { echo 'usage: make sweep NB=notebooks/NN_x.ipynb SWEEP="-p NAME=V1,V2"'; exit 2; }
 	$(BIN)/python -m qnb sweep $(NB) $(SWEEP) --out runs/sweep-$(basename $(notdir $(NB)))
 
-## test: lint, the models (as make run), unit tests (fast and slow, one worker per core), every
-## notebook under nbval, notebook runs with other parameters, the JupyterLab smoke tests
-test: lint models units nbval papermill smoke
+## test: lint, unit tests (fast and slow, one worker per core), every notebook under nbval,
+## notebook runs with other parameters, the JupyterLab smoke tests
+test: lint units nbval papermill smoke
 
 lint: $(READY)
 	$(BIN)/ruff check qnb tests data notebooks

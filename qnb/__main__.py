@@ -6,7 +6,7 @@
   python -m qnb sweep collect DIR                  merge all runs into DIR/results.csv
   python -m qnb report DIR                         DIR/results.csv and DIR/report.html
   python -m qnb refresh NOTEBOOK...                re-execute committed notebooks in place
-  python -m qnb models [--jobs N]                  train the models the notebooks use (cached)
+  python -m qnb models [--jobs N]                  retrain the shipped weights (data/weights)
   python -m qnb assignments build --out DIR [NOTEBOOK...]
                       an nbgrader course: DIR/source and DIR/release (nbgrader's
                       generate_assignment); grade it with nbgrader (README, For instructors)
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     refresh = commands.add_parser("refresh", help="re-execute committed notebooks in place")
     refresh.add_argument("notebooks", nargs="+")
     models = commands.add_parser(
-        "models", help="train (or find cached) every model the notebooks use, N at a time"
+        "models", help="retrain the shipped weights of every model the notebooks use, N at a time"
     )
     models.add_argument("--jobs", type=_jobs, help="trainings at a time (default: one per core)")
     _add_assignments(commands)
@@ -126,8 +126,10 @@ def _assignments(args: argparse.Namespace) -> int:
 def _models(jobs: int | None) -> int:
     from qnb import models  # torch: only for this command
 
-    for (name, seed), seconds in models.warm(jobs=jobs).items():
-        print(f"{name} seed {seed}: {'cached' if seconds < 1 else f'trained in {seconds:.0f} s'}")
+    print(f"retraining {len(models.NOTEBOOK_MODELS)} models into {models.WEIGHTS_DIR} "
+          "(tens of minutes on a laptop CPU)")
+    for (name, seed), seconds in models.retrain(jobs=jobs).items():
+        print(f"{name} seed {seed}: trained in {seconds:.0f} s")
     return 0
 
 

@@ -1,24 +1,24 @@
-"""Offline MNIST: torchvision's `MNIST` over the shipped subset, and seeded loaders.
+"""Offline Fashion-MNIST: torchvision's `FashionMNIST` over the shipped files, seeded loaders.
 
-The shipped data (`data/MNIST/raw`, 4,000 train / 1,000 test, 10 balanced classes) is read with
-`download=False`; nothing here ever downloads. Set `QNB_DATA` to read another root (for example
-the opt-in full MNIST in `data/full`). The loaders serve images normalised once into tensors,
-cached per process, so calling them again is cheap.
+The shipped data (`data/FashionMNIST/raw`: Zalando Research's Fashion-MNIST, 60,000 training and
+10,000 test images of 28x28 grey clothing, 10 balanced classes; see `data/README.md`) is read
+with `download=False`; nothing here ever downloads. Set `QNB_DATA` to read another root that
+holds `FashionMNIST/raw`. The loaders serve images normalised once into tensors, cached per
+process, so calling them again is cheap.
 
 Three disjoint splits:
 
-- **validation**: `VALIDATION_PER_CLASS` (50) digits of each class, 500 in all, held out of the
-  4,000 training digits. Every choice (learning rates, clip values, estimators, bit allocations)
-  is made on it. It is fixed: the digits at evenly spaced positions among each class's digits in
-  file order (the file is already shuffled), so it depends on no seed and no RNG algorithm.
-  Why 50 per class: one flipped digit is 0.2 points, the binomial standard error of an accuracy
-  near 98% is about 0.6 points (enough to rank choices, which are compared paired on the same
-  digits), and training keeps 3,500 digits (87.5%), so the models lose little.
-- **train**: the other 3,500 training digits; `tensors(True)`, `train_loader` and
+- **validation**: `VALIDATION_PER_CLASS` (500) images of each class, 5,000 in all, held out of
+  the 60,000 training images. Every choice (learning rates, clip values, estimators, bit
+  allocations) is made on it. It is fixed: the images at evenly spaced positions among each
+  class's images in file order (the file is already shuffled), so it depends on no seed and no
+  RNG algorithm. One image is 0.02 points of validation accuracy; training keeps 55,000.
+- **train**: the other 55,000 training images; `tensors(True)`, `train_loader` and
   `calibration_loader` serve only these.
-- **test**: the 1,000 test digits, only to report (`tensors(False)`, `test_loader`).
+- **test**: the 10,000 test images, only to report (`tensors(False)`, `test_loader`).
 
-`mnist(train)` is the raw torchvision dataset (all 4,000 training digits, validation included).
+`fashion_mnist(train)` is the raw torchvision dataset (all 60,000 training images, validation
+included). `CLASSES` names the ten classes.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms
-from torchvision.datasets import MNIST
+from torchvision.datasets import FashionMNIST
 
 from qnb import files
 from qnb.checks import check_bool, check_int
@@ -40,7 +40,8 @@ __all__ = [
     "MEAN",
     "STD",
     "TRANSFORM",
-    "mnist",
+    "CLASSES",
+    "fashion_mnist",
     "VALIDATION_PER_CLASS",
     "validation_indices",
     "tensors",
@@ -52,7 +53,10 @@ __all__ = [
 ]
 
 DATA_DIR = Path(os.environ.get("QNB_DATA") or files.REPO / "data")
-MEAN, STD = 0.1307, 0.3081
+# Mean and standard deviation of the 60,000 training images' pixels (in 0..1), rounded.
+MEAN, STD = 0.2860, 0.3530
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
 FILES = (
     "train-images-idx3-ubyte",
@@ -60,8 +64,8 @@ FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-REBUILD = "python data/build_mnist_subset.py"
-VALIDATION_PER_CLASS = 50
+REBUILD = "python data/build_fashion_mnist.py"
+VALIDATION_PER_CLASS = 500
 
 
 def _root(root: str | os.PathLike[str] | None) -> Path:
@@ -69,39 +73,41 @@ def _root(root: str | os.PathLike[str] | None) -> Path:
     return Path(root if root is not None else os.environ.get("QNB_DATA") or DATA_DIR).resolve()
 
 
-def mnist(train: bool = True, root: str | os.PathLike[str] | None = None) -> MNIST:
-    """The train or test split as `torchvision.datasets.MNIST` (ToTensor + Normalize)."""
+def fashion_mnist(
+    train: bool = True, root: str | os.PathLike[str] | None = None
+) -> FashionMNIST:
+    """The train or test file as `torchvision.datasets.FashionMNIST` (ToTensor + Normalize)."""
     check_bool("train", train)
     path = _root(root)
-    missing = [f for f in FILES if not (path / "MNIST" / "raw" / f).is_file()]
+    missing = [f for f in FILES if not (path / "FashionMNIST" / "raw" / f).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"MNIST files {missing} not found in {path / 'MNIST' / 'raw'}; rebuild the shipped "
-            f"subset with `{REBUILD}` from the repository root, or set QNB_DATA to a data root "
-            "that holds MNIST/raw (nothing is downloaded)."
+            f"Fashion-MNIST files {missing} not found in {path / 'FashionMNIST' / 'raw'}; "
+            f"rebuild them with `{REBUILD}` from the repository root, or set QNB_DATA to a data "
+            "root that holds FashionMNIST/raw (nothing is downloaded)."
         )
-    return MNIST(str(path), train=train, download=False, transform=TRANSFORM)
+    return FashionMNIST(str(path), train=train, download=False, transform=TRANSFORM)
 
 
 @functools.lru_cache(maxsize=8)
 def _file_tensors(path: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """All digits of one file pair, normalised (the training file still holds validation)."""
-    ds = mnist(train, path)
+    """All images of one file pair, normalised (the training file still holds validation)."""
+    ds = fashion_mnist(train, path)
     images = ds.data.unsqueeze(1).to(torch.float32).div(255).sub(MEAN).div(STD)
     return images, ds.targets.to(torch.int64)
 
 
 def _validation_rows(labels: torch.Tensor) -> torch.Tensor:
-    """Rows of the validation digits: per class, VALIDATION_PER_CLASS evenly spaced positions
+    """Rows of the validation images: per class, VALIDATION_PER_CLASS evenly spaced positions
     among that class's rows in file order; sorted."""
     picked = []
-    for digit in range(10):
-        rows = torch.nonzero(labels == digit).flatten()
+    for label in range(10):
+        rows = torch.nonzero(labels == label).flatten()
         if len(rows) < 2 * VALIDATION_PER_CLASS:
             raise ValueError(
-                f"the training file must hold at least {2 * VALIDATION_PER_CLASS} digits of each "
+                f"the training file must hold at least {2 * VALIDATION_PER_CLASS} images of each "
                 f"class to hold {VALIDATION_PER_CLASS} out for validation, got {len(rows)} of "
-                f"class {digit}"
+                f"class {label}"
             )
         positions = torch.arange(VALIDATION_PER_CLASS) * len(rows) // VALIDATION_PER_CLASS
         picked.append(rows[positions])
@@ -120,8 +126,8 @@ def _split(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def validation_indices(root: str | os.PathLike[str] | None = None) -> torch.Tensor:
-    """Positions (sorted, int64) of the validation digits in the training file, i.e. in
-    `mnist(True)`. The same on every call and machine: no seed is involved."""
+    """Positions (sorted, int64) of the validation images in the training file, i.e. in
+    `fashion_mnist(True)`. The same on every call and machine: no seed is involved."""
     return _validation_rows(_file_tensors(_root(root), True)[1])
 
 
@@ -129,8 +135,8 @@ def tensors(
     train: bool = True, root: str | os.PathLike[str] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised images (N, 1, 28, 28) float32 and labels (N,) int64, cached per process:
-    the train split (the training file without the validation digits: 3,500 of the shipped
-    4,000) or, with `train=False`, the test split.
+    the train split (the training file without the validation images: 55,000 of the
+    60,000) or, with `train=False`, the test split.
 
     The tensors are shared between calls: do not modify them in place.
     """
@@ -140,7 +146,7 @@ def tensors(
 def validation_tensors(
     root: str | os.PathLike[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The validation split's images and labels (`VALIDATION_PER_CLASS` digits of each class,
+    """The validation split's images and labels (`VALIDATION_PER_CLASS` images of each class,
     in file order), as `tensors`."""
     return _split(_root(root), "validation")
 
@@ -168,8 +174,8 @@ def _limited(split: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]
 def train_loader(
     batch_size: int = 64, shuffle: bool = True, seed: int = 0, limit: int | None = None
 ) -> DataLoader:
-    """Batches of (images, labels) from the train split (the training digits without the
-    validation ones: 3,500 of the shipped 4,000), or its first `limit` images.
+    """Batches of (images, labels) from the train split (the training images without the
+    validation ones: 55,000 of the 60,000), or its first `limit` images.
 
     Shuffling uses a generator seeded with `seed`: two loaders built alike give the same order.
     """
@@ -187,14 +193,14 @@ def test_loader(batch_size: int = 256, limit: int | None = None) -> DataLoader:
 
 def validation_loader(batch_size: int = 256, limit: int | None = None) -> DataLoader:
     """Batches of (images, labels) from the validation split (or its first `limit`), in file
-    order. Make choices on these digits; report on the test split."""
+    order. Make choices on these images; report on the test split."""
     batch_size = check_int("batch_size", batch_size)
     return _loader(*_limited("validation", limit), batch_size)
 
 
 def calibration_loader(n_images: int = 256, batch_size: int = 32, seed: int = 0) -> DataLoader:
     """A fixed random subset of `n_images` images of the train split (never validation or
-    test digits), chosen with `seed`, in a fixed order."""
+    test images), chosen with `seed`, in a fixed order."""
     batch_size = check_int("batch_size", batch_size)
     seed = check_int("seed", seed, 0)
     images, labels = tensors(True)

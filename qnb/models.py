@@ -1,29 +1,32 @@
-"""The workbook's small MNIST models, their training and evaluation, a cached `pretrained(name)`.
+"""The workbook's small Fashion-MNIST models, their training and evaluation, `pretrained(name)`.
 
 The two CNNs are ready for eager-mode static quantization: a `QuantStub` at the start of
-`forward`, a `DeQuantStub` at the end, one module per op (a separate `nn.ReLU` per block, no
-functional adds or concatenations), and `fuse_groups()` naming the conv-bn-relu / linear-relu
-groups to pass to `torch.ao.quantization.fuse_modules`.
+`forward`, a `DeQuantStub` at the end, one module per op (a separate `nn.ReLU` per block, the
+residual adds through `FloatFunctional`), and `fuse_groups()` naming the conv-bn-relu /
+conv-bn / linear-relu groups to pass to `torch.ao.quantization.fuse_modules`.
 
 - `PlainCNN`: conv-bn-relu-pool x2, linear-relu, linear.
-- `DepthwiseCNN`: a MobileNet-style stem and depthwise 3x3 + pointwise 1x1 blocks, the kind of
-  model on which per-tensor weight quantization is known to hurt (after BN folding, the
-  depthwise channels have very different weight ranges).
+- `DepthwiseCNN`: a small MobileNetV2 (inverted residual blocks: 1x1 expand, 3x3 depthwise,
+  1x1 linear projection, skip connections), the family on which per-tensor weight quantization
+  and cross-layer equalization were studied (after BN folding, the depthwise channels can have
+  very different weight ranges).
 - `LSTMClassifier`: an LSTM that reads each image row by row (28 steps of 28 pixels) and a
   linear classifier on its last hidden state, for dynamic and weight-only quantization (see
   `qnb.dynamic`; no stubs: those quantize weights ahead of time, activations on the fly if at all).
-
 - `"tinylm"`: `qnb.lm.TinyLM`, a byte-level transformer trained on the text corpus of
   `qnb.text` (notebook 12), trained for a number of steps instead of epochs.
 
-`pretrained(name)` trains a model on first use (seconds to a minute on a laptop CPU) and
-caches its weights in `.cache/models/` of the checkout (or `$QNB_CACHE/models`), keyed by the
-training config, the training data and the torch version.
+`pretrained(name, seed=s)` loads the weights shipped in `data/weights/` (every model and seed
+the notebooks use, listed in its `manifest.json` with sha256, training config, data digest,
+torch version, training time and machine), so nothing trains on a fresh clone; `retrain()`
+(`make models`) trains them again from the shipped data. Other configs train on first use and
+are cached in `.cache/models/`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import io
 import json
@@ -60,10 +63,14 @@ __all__ = [
     "pretrained",
     "cache_path",
     "NOTEBOOK_MODELS",
-    "warm",
+    "WEIGHTS_DIR",
+    "weights_file",
+    "retrain",
 ]
 
-TRAIN_VERSION = 2  # bump when the training procedure changes, so old cache files are not reused
+TRAIN_VERSION = 3  # bump when the training procedure changes, so old cache files are not reused
+WEIGHTS_DIR = files.REPO / "data" / "weights"  # the shipped weights and their manifest
+MANIFEST = "manifest.json"
 TRAIN_THREADS = 1  # training runs on one thread: the same weights on any core count (see train)
 
 
@@ -102,58 +109,87 @@ class PlainCNN(nn.Module):
         return [["conv1", "bn1", "relu1"], ["conv2", "bn2", "relu2"], ["fc1", "relu3"]]
 
 
-class SeparableBlock(nn.Module):
-    """Depthwise 3x3 conv-bn-relu (groups = channels), then pointwise 1x1 conv-bn-relu."""
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block (Sandler et al., 2018): a 1x1 `expand` conv-bn-relu to
+    `expansion` x the input channels, a 3x3 depthwise `dw` conv-bn-relu (groups = channels,
+    the stride), a 1x1 `project` conv-bn without activation (the linear bottleneck), and the
+    block's input added back (`skip`, a FloatFunctional, so eager quantization sees the add)
+    when stride is 1 and the channel count is kept.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    ReLU, not MobileNetV2's ReLU6: cross-layer equalization (notebook 07) rescales a channel by
+    s on one side of the activation and 1/s on the other, which needs f(x / s) = f(x) / s for
+    s > 0 (positive homogeneity); ReLU has it, ReLU6's clip at 6 does not."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int) -> None:
         super().__init__()
-        self.dw = nn.Conv2d(in_channels, in_channels, 3, stride, 1, groups=in_channels, bias=False)
-        self.dw_bn = nn.BatchNorm2d(in_channels)
+        hidden = in_channels * expansion
+        self.expand = nn.Conv2d(in_channels, hidden, 1, bias=False)
+        self.expand_bn = nn.BatchNorm2d(hidden)
+        self.expand_relu = nn.ReLU()
+        self.dw = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False)
+        self.dw_bn = nn.BatchNorm2d(hidden)
         self.dw_relu = nn.ReLU()
-        self.pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.pw_bn = nn.BatchNorm2d(out_channels)
-        self.pw_relu = nn.ReLU()
+        self.project = nn.Conv2d(hidden, out_channels, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(out_channels)
+        self.has_skip = stride == 1 and in_channels == out_channels
+        self.skip = nn.quantized.FloatFunctional() if self.has_skip else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dw_relu(self.dw_bn(self.dw(x)))
-        return self.pw_relu(self.pw_bn(self.pw(x)))
+        y = self.expand_relu(self.expand_bn(self.expand(x)))
+        y = self.dw_relu(self.dw_bn(self.dw(y)))
+        y = self.project_bn(self.project(y))
+        return self.skip.add(x, y) if self.skip is not None else y
 
     def fuse_groups(self) -> list[list[str]]:
         """Submodule names to fuse, relative to this block."""
-        return [["dw", "dw_bn", "dw_relu"], ["pw", "pw_bn", "pw_relu"]]
+        return [["expand", "expand_bn", "expand_relu"], ["dw", "dw_bn", "dw_relu"],
+                ["project", "project_bn"]]
 
 
 class DepthwiseCNN(nn.Module):
-    """A stem conv-bn-relu (1->16), three depthwise-separable blocks (16->32->64->64, two of them
-    with stride 2), global average pooling and a linear classifier (64->10)."""
+    """A small MobileNetV2-style network: a 3x3 stem conv-bn-relu with stride 2 (1->16 channels,
+    28x28 -> 14x14), four inverted residual blocks (16->16 with a skip, 16->24 with stride 2,
+    24->24 with a skip, 24->32; expansion 4, so the depthwise layers have 64, 64, 96 and 96
+    channels), a 1x1 head conv-bn-relu (32->128), global average pooling and a linear classifier
+    (128->10)."""
+
+    BLOCKS = ((16, 16, 1), (16, 24, 2), (24, 24, 1), (24, 32, 1))  # in, out, stride
+    EXPANSION = 4
 
     def __init__(self) -> None:
         super().__init__()
         self.quant = QuantStub()
-        self.stem = nn.Conv2d(1, 16, 3, padding=1, bias=False)
+        self.stem = nn.Conv2d(1, 16, 3, stride=2, padding=1, bias=False)
         self.stem_bn = nn.BatchNorm2d(16)
         self.stem_relu = nn.ReLU()
-        self.block1 = SeparableBlock(16, 32, stride=2)
-        self.block2 = SeparableBlock(32, 64, stride=2)
-        self.block3 = SeparableBlock(64, 64)
+        for i, (cin, cout, stride) in enumerate(self.BLOCKS, 1):
+            self.add_module(f"block{i}", InvertedResidual(cin, cout, stride, self.EXPANSION))
+        self.head = nn.Conv2d(32, 128, 1, bias=False)
+        self.head_bn = nn.BatchNorm2d(128)
+        self.head_relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(64, 10)
+        self.fc = nn.Linear(128, 10)
         self.dequant = DeQuantStub()
+
+    def blocks(self) -> list[InvertedResidual]:
+        """The inverted residual blocks, in order."""
+        return [getattr(self, f"block{i}") for i in range(1, len(self.BLOCKS) + 1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.quant(x)
         x = self.stem_relu(self.stem_bn(self.stem(x)))
-        x = self.block3(self.block2(self.block1(x)))
+        for block in self.blocks():
+            x = block(x)
+        x = self.head_relu(self.head_bn(self.head(x)))
         x = self.fc(torch.flatten(self.pool(x), 1))
         return self.dequant(x)
 
     def fuse_groups(self) -> list[list[str]]:
         """Submodule names to fuse, for `torch.ao.quantization.fuse_modules`."""
         groups = [["stem", "stem_bn", "stem_relu"]]
-        for name in ("block1", "block2", "block3"):
-            block = getattr(self, name)
-            groups += [[f"{name}.{m}" for m in group] for group in block.fuse_groups()]
-        return groups
+        for i, block in enumerate(self.blocks(), 1):
+            groups += [[f"block{i}.{m}" for m in group] for group in block.fuse_groups()]
+        return groups + [["head", "head_bn", "head_relu"]]
 
 
 class LSTMClassifier(nn.Module):
@@ -186,9 +222,9 @@ LANGUAGE_MODELS = ("tinylm",)  # trained by qnb.lm.train on text, for `steps` (n
 # Default training config of each model (Adam, cosine-decayed learning rate, seeded shuffling,
 # random shifts of up to `shift` pixels), picked on a split of the train set, not on the test set.
 TRAINING: dict[str, dict[str, float | int]] = {
-    "plain_cnn": {"epochs": 20, "lr": 3e-3, "batch_size": 64, "shift": 2},
-    "depthwise_cnn": {"epochs": 15, "lr": 1e-2, "batch_size": 64, "shift": 2},
-    "lstm": {"epochs": 12, "lr": 1e-2, "batch_size": 64, "shift": 0},
+    "plain_cnn": {"epochs": 10, "lr": 3e-3, "batch_size": 64, "shift": 2},
+    "depthwise_cnn": {"epochs": 8, "lr": 5e-3, "batch_size": 64, "shift": 2},
+    "lstm": {"epochs": 10, "lr": 3e-3, "batch_size": 64, "shift": 0},
     # AdamW, warm-up then cosine; lr on validation bits per byte (3e-3: 2.46, 2e-3: 2.53, 6e-3:
     # 3.05, seed 0); 600 steps keep cold training near a minute per seed on one thread
     "tinylm": {"steps": 600, "lr": 3e-3, "batch_size": 32},
@@ -219,7 +255,7 @@ def _shifted(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Te
 
 
 def random_shift(shift: int = 2) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    """The training augmentation as a function `augment(images, generator)`: each MNIST image
+    """The training augmentation as a function `augment(images, generator)`: each image
     moved by a random (dy, dx) in -shift..shift pixels, filled with the background (for
     `qnb.qat.qat(..., augment=random_shift(2))`; `train` uses the same)."""
     shift = check_int("shift", shift, 0, 8)
@@ -263,22 +299,16 @@ def train(
     epoch: `epoch`, mean train `loss`, `train_acc` (and `eval_acc` on `eval_loader` if given).
     `progress`: None shows a bar in notebooks and terminals, True/False force it on/off.
 
-    Why a model trained on another machine differs (measured on a 2-core AMD EPYC with AVX-512,
-    torch 2.14.1, `TRAINING` defaults, seed 0): the data order, the shifts and the initial
+    Why a model trained on another machine differs: the data order, the shifts and the initial
     weights come from seeded generators and do not depend on the thread count, and the forward
-    pass gives bit-identical logits with 1 and 2 threads. The weight gradients do not: oneDNN's
+    pass gives the same logits with 1 and 2 threads, but the weight gradients do not: oneDNN's
     conv weight gradient and MKL's matrix product for the linear weight gradient split their
-    sums over threads, so one batch's gradients differ by 1e-7..1e-4 (relative), also under
-    `torch.use_deterministic_algorithms(True)`. With a fixed thread count, training repeats bit
-    for bit; 1 vs 2 threads ends 20 epochs later in other weights: PlainCNN 97.4% vs 97.0% test
-    accuracy (4 of the 1,000 test predictions differ), DepthwiseCNN 96.7% vs 97.3% (22 differ).
-    AVX2 kernels instead of AVX-512 (2 threads) give PlainCNN 97.5%. Seeds 0-2 (2 threads) give
-    PlainCNN 97.0-97.7% (16-20 predictions differ between two seeds): a machine is another
-    sample of about the seed-to-seed size, so compare over seeds, never one trained model.
-    So training runs on `TRAIN_THREADS` (1) threads whatever the machine has (restored after):
-    the same weights on any core count with the same instruction set (about 1.6x slower on 2
-    idle cores, much faster than 2 threads on a loaded machine); another CPU family is still
-    another sample.
+    sums over threads (and AVX2 and AVX-512 kernels sum in other orders), so one batch's
+    gradients differ by 1e-7..1e-4 (relative), also under
+    `torch.use_deterministic_algorithms(True)`, and training ends in other weights. So training
+    runs on `TRAIN_THREADS` (1) threads whatever the machine has (restored after): the same
+    weights on any core count of the same CPU family; another CPU family is another sample of
+    about the seed-to-seed size. That is why the notebooks load shipped weights.
     """
     model = checks.check_model(model)
     epochs = check_int("epochs", epochs, 1)
@@ -342,7 +372,7 @@ def _epochs(model, *, loader, params, history, epochs, lr, shift, seed, eval_loa
 def predict(model: nn.Module, loader: Iterable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`model`'s predicted classes and the true labels (both int64, in `loader` order) on
     `loader`'s (images, labels) batches; the test split by default. For paired comparisons of
-    two models on the same digits (see `qnb.stats`). The model runs in eval mode; its mode is
+    two models on the same images (see `qnb.stats`). The model runs in eval mode; its mode is
     restored."""
     model = checks.check_model(model)
     loader = data.test_loader() if loader is None else loader
@@ -385,7 +415,9 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     return (Path(root) if root else files.REPO / ".cache") / "models"
 
 
+@functools.cache
 def _data_digest(name: str) -> str:
+    """sha256 of the training data: the text corpus, or the normalised train split."""
     if name in LANGUAGE_MODELS:
         return text.SHA256["train"]
     images, labels = data.tensors(True)
@@ -395,7 +427,7 @@ def _data_digest(name: str) -> str:
 
 
 def _length(name: str, epochs: object, steps: object) -> tuple[str, int]:
-    """("epochs", n) for the MNIST models, ("steps", n) for the language model, defaults from
+    """("epochs", n) for the image models, ("steps", n) for the language model, defaults from
     `TRAINING`; the other keyword must be None."""
     unit, other, given, wrong = "epochs", "steps", epochs, steps
     if name in LANGUAGE_MODELS:
@@ -489,26 +521,28 @@ def pretrained(
 ) -> nn.Module:
     """A trained model by name, in eval mode: a fresh copy on each call.
 
-    Trained on first use with the config in `TRAINING[name]` (`epochs` overrides the epoch
-    count of the MNIST models, `steps` the step count of "tinylm"; `seed` sets the initial
-    weights and the data order), on `TRAIN_THREADS` threads, then cached in `cache_dir`
-    (default `.cache/models/` of the checkout, or `$QNB_CACHE/models`) under a file name keyed
-    by the config, the training data and the torch version. An unreadable cache file is
-    replaced, with a warning. `model.history` holds the training history.
+    With the default config (`TRAINING[name]`; `epochs` overrides the epoch count of the image
+    models, `steps` the step count of "tinylm"), the weights shipped in `WEIGHTS_DIR` are loaded
+    (checked against their sha256 and training config in the manifest; `make models` retrains
+    them). Any other config is trained on first use (`seed` sets the initial weights and the
+    data order; on `TRAIN_THREADS` threads) and cached in `cache_dir` (default `.cache/models/`
+    of the checkout, or `$QNB_CACHE/models`) under a file name keyed by the config, the
+    training data and the torch version. An unreadable cache file is replaced, with a warning.
+    `model.history` holds the training history.
     """
-    path = cache_path(name, epochs=epochs, steps=steps, seed=seed, cache_dir=cache_dir)
-    progress = check_progress(progress)
-    model = _load(path, name)
-    if model is not None:
-        return model
+    name = _check_name(name)
     unit, length = _length(name, epochs, steps)
-    config = {**TRAINING[name], unit: length}
-    model = build(name, seed=seed)
-    if name in LANGUAGE_MODELS:
-        model = _on_train_threads(lm.train, model, seed=seed, progress=progress, **config)
-    else:
-        model = train(model, seed=seed, progress=progress, **config)
-    _save(model, path)
+    seed = check_int("seed", seed, 0)
+    progress = check_progress(progress)
+    if length == TRAINING[name][unit]:
+        model = _load_shipped(name, seed, _config(name, unit, length, seed), WEIGHTS_DIR)
+        if model is not None:
+            return model
+    path = cache_path(name, epochs=epochs, steps=steps, seed=seed, cache_dir=cache_dir)
+    model = _load(path, name)
+    if model is None:
+        model = _fit(name, seed, unit, length, progress)
+        _save(model, path)
     return model
 
 
@@ -522,33 +556,119 @@ def _on_train_threads(fit: Callable[..., nn.Module], model: nn.Module, **kwargs)
         torch.set_num_threads(threads)
 
 
-# Every (name, seed) the notebooks load with their defaults: `warm` trains them ahead of time.
+# Every (name, seed) the notebooks load with their defaults: shipped in `WEIGHTS_DIR`.
 NOTEBOOK_MODELS = [
-    *(("tinylm", s) for s in range(3)),
-    *((name, s) for name in ("plain_cnn", "depthwise_cnn") for s in range(3)),
+    *((name, s) for name in ("depthwise_cnn", "plain_cnn") for s in range(3)),
     ("lstm", 0),
+    *(("tinylm", s) for s in range(3)),
 ]
 
 
-def _train_and_time(name: str, seed: int) -> float:
+def weights_file(name: str, seed: int) -> str:
+    """The shipped file name of `name` trained with `seed` (in `WEIGHTS_DIR`)."""
+    return f"{_check_name(name)}-seed{check_int('seed', seed, 0)}.pt"
+
+
+def _manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {"models": {}}
+
+
+def _shipped_config(config: dict) -> dict:
+    """What must match for a shipped file to stand for `config`: all of it but the torch
+    version (a state dict loads the same in any torch)."""
+    return {k: v for k, v in config.items() if k != "torch"}
+
+
+def _load_shipped(name: str, seed: int, config: dict, folder: Path) -> nn.Module | None:
+    """The shipped weights of (name, seed) if the manifest says they were trained with
+    `config` and the file's sha256 matches; else None (a stale file: with a warning)."""
+    entry = _manifest(folder)["models"].get(weights_file(name, seed))
+    if entry is None:
+        return None
+    path = folder / weights_file(name, seed)
+    if _shipped_config(entry["config"]) != _shipped_config(config):
+        warnings.warn(f"shipped weights {path.name} were trained with another config than "
+                      f"TRAINING[{name!r}] (run `make models`); training into the cache instead",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+        warnings.warn(f"shipped weights {str(path)!r} are missing or do not match their sha256 "
+                      "in the manifest; training into the cache instead", RuntimeWarning,
+                      stacklevel=3)
+        return None
+    return _load(path, name)
+
+
+def _fit(name: str, seed: int, unit: str, length: int, progress: bool | None,
+         limit: int | None = None) -> nn.Module:
+    """A new model of `name` trained with `TRAINING[name]` (`unit` = `length`) and `seed`, on
+    `TRAIN_THREADS` threads; the image models also score the validation split every epoch
+    (`history[i]["eval_acc"]`, which draws no random numbers)."""
+    config = {**TRAINING[name], unit: length}
+    model = build(name, seed=seed)
+    if name in LANGUAGE_MODELS:
+        return _on_train_threads(lm.train, model, seed=seed, progress=progress, **config)
+    return train(model, seed=seed, progress=progress, limit=limit,
+                 eval_loader=data.validation_loader(), **config)
+
+
+def _retrain_one(name: str, seed: int, unit: str, length: int, limit: int | None) -> dict:
+    """Train (name, seed) in this process; its weights, history and seconds."""
     start = time.perf_counter()
-    pretrained(name, seed=seed, progress=False)
-    return time.perf_counter() - start
+    model = _fit(name, seed, unit, length, progress=False, limit=limit)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "history": model.history}, buffer)
+    return {"weights": buffer.getvalue(), "seconds": time.perf_counter() - start,
+            "history": model.history}
 
 
-def warm(
-    pairs: Iterable[tuple[str, int]] | None = None, *, jobs: int | None = None
+def retrain(
+    pairs: Iterable[tuple[str, int]] | None = None,
+    *,
+    folder: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
+    epochs: int | None = None,
+    steps: int | None = None,
+    limit: int | None = None,
 ) -> dict[tuple[str, int], float]:
-    """Train (or find cached) every `(name, seed)` of `pairs` (default: `NOTEBOOK_MODELS`, the
-    ones the notebooks use) with the default config, `jobs` at a time in separate processes
-    (default: one per core; each trains on `TRAIN_THREADS` threads, so the weights are the ones
-    a notebook would train). Returns the seconds each took (about 0 when it was cached)."""
+    """Train every `(name, seed)` of `pairs` (default: `NOTEBOOK_MODELS`) from scratch with
+    `TRAINING`, `jobs` at a time in fresh processes (default: one per core; each on
+    `TRAIN_THREADS` threads), and write the weights and the manifest entries (sha256, config,
+    data digest, torch version, seconds, machine) into `folder` (default `WEIGHTS_DIR`, the
+    shipped weights). `epochs` / `steps` / `limit` (the first `limit` training images) make a
+    short run for tests; the manifest records them, and `pretrained` only uses files whose
+    config is the default one. Returns the seconds each training took."""
+    from qnb import env  # the machine's description, only here
+
     pairs = list(NOTEBOOK_MODELS if pairs is None else pairs)
+    plan = {}
     for name, seed in pairs:
-        _check_name(name)
-        check_int("seed", seed, 0)
+        plan[name, seed] = _length(name, epochs if name not in LANGUAGE_MODELS else None,
+                                   steps if name in LANGUAGE_MODELS else None)
+    if limit is not None:
+        limit = check_int("limit", limit, 1)
     jobs = check_int("jobs", (os.cpu_count() or 1) if jobs is None else jobs, 1)
+    folder = Path(WEIGHTS_DIR if folder is None else folder)
+    folder.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = {pair: pool.submit(_train_and_time, *pair) for pair in pairs}
-        return {pair: future.result() for pair, future in futures.items()}
+        futures = {pair: pool.submit(_retrain_one, *pair, *plan[pair], limit) for pair in pairs}
+        results = {pair: future.result() for pair, future in futures.items()}
+    manifest = _manifest(folder)
+    machine = (f"{env.report().get('cpu')}, {os.cpu_count()} cores, {jobs} trainings at a time "
+               f"on {TRAIN_THREADS} thread each")
+    for (name, seed), result in results.items():
+        unit, length = plan[name, seed]
+        files.write_atomic(folder / weights_file(name, seed), result["weights"])
+        last = result["history"][-1] if result["history"] else {}
+        manifest["models"][weights_file(name, seed)] = {
+            "sha256": hashlib.sha256(result["weights"]).hexdigest(),
+            "config": _config(name, unit, length, seed) | ({"limit": limit} if limit else {}),
+            "seconds": round(result["seconds"], 1),
+            "machine": machine,
+            "final": {k: round(v, 4) for k, v in last.items() if isinstance(v, float)},
+        }
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    files.write_atomic(folder / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    return {pair: result["seconds"] for pair, result in results.items()}

@@ -3,7 +3,7 @@
 A reader in JupyterLab re-runs a cell after changing something, or by accident; a cell that
 mutates state it reads (a model prepared in place, a file moved, a list appended to) then
 fails or silently changes what later cells show. Each notebook is executed with every code
-cell (but the parameters cell) doubled: here, or (COVERED) in one of test_parameters' runs.
+cell (but the parameters cell) doubled: here, or (COVERED) in one of the runs of test_nbNN_*.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from qnb import runner
 from tests.conftest import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-# Notebooks whose cells-twice run is one of test_parameters' runs (`run(..., twice=True)`): the
+# Notebooks whose cells-twice run is one of the runs of test_nbNN_*.py (`run(..., twice=True)`): the
 # same check on other parameters, without a run of its own (the test command's time budget).
 COVERED = {
     "01_affine_quantization.ipynb",
@@ -67,7 +67,7 @@ def doubled(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def test_covered_notebooks_run_twice_in_test_parameters():
-    source = (REPO / "tests" / "notebooks" / "test_parameters.py").read_text()
+    source = "".join(p.read_text() for p in (REPO / "tests" / "notebooks").glob("test_nb*.py"))
     twice = set(re.findall(r'run\(\s*tmp_path,\s*"([^"]+)",\s*twice=True', source))
     assert twice == COVERED
 

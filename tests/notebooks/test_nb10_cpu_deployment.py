@@ -1,0 +1,45 @@
+"""Notebook 10 (cpu_deployment) run by papermill with other parameters; its records checked."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.notebooks.runs import run, speedups_with_iqr
+
+SMALL_10 = dict(
+    thread_counts=[1],
+    cnn_batches=[4, 64],
+    vision_models=["mobilenet_v2"],
+    vision_batches=[2],
+    calib_batches=1,
+    warmup=1,
+    repeats=2,
+    pt2e_model="mobilenet_v2",
+    pt2e_batch=2,
+)
+
+
+def test_10_one_engine_small_batches(tmp_path):
+    records = run(tmp_path, "10_cpu_deployment.ipynb", twice=True, engines=["x86"], **SMALL_10)
+    assert records["engine"] == "x86" and records["pt2e_model"] == "mobilenet_v2"
+    speedups_with_iqr(records, ["speedup_pt2e_b2", "pt2e_vs_eager_int8_b2"])
+    assert records["artifact_identical"] is True
+    assert records["pt2e_artifact_identical"] is True
+    assert 3.0 < records["size_ratio_mobilenet_v2"] < 4.0
+    assert 3.5 < records["size_ratio_plain_cnn"] < 4.0
+    assert records["int8_peak_ratio"] in (4.0, pytest.approx(4 / 3))
+    assert "speedup_resnet18_b8" not in records and "speedup_cnn_b256" not in records
+    assert records["claims_checked"] >= 5
+
+
+def test_10_on_an_arm_engine_list_skips_the_x86_sections(tmp_path, monkeypatch):
+    """QNB_ENGINES=qnnpack (issue 20): pt2e and the VNNI peak are skipped, recorded as None."""
+    monkeypatch.setenv("QNB_ENGINES", "qnnpack")
+    records = run(tmp_path, "10_cpu_deployment.ipynb", **SMALL_10)
+    assert records["engine"] == "qnnpack"
+    assert records["pt2e_model"] is None and records["int8_peak_ratio"] is None
+    for suffix in ("", "_p25", "_p75"):
+        assert records[f"speedup_pt2e_b2{suffix}"] is None
+    assert records["pt2e_artifact_identical"] is None
+    assert records["artifact_identical"] is True
+    assert "claims_failed" in records
