@@ -1,6 +1,8 @@
 """Command line of the workbook.
 
-  python -m qnb run [--out DIR] NOTEBOOK...        every notebook, default parameters
+  python -m qnb run [--out DIR] [--jobs N] NOTEBOOK...
+                      every notebook, default parameters: N at a time (one per core), then
+                      the ones that time things (call qnb.bench) one at a time
   python -m qnb sweep NOTEBOOK -p NAME=V1,V2 ... [--grid FILE.yaml] --out DIR
                       [--jobs N] [--timeout S] [--shard I/N] [--force]
   python -m qnb sweep collect DIR                  merge all runs into DIR/results.csv
@@ -17,10 +19,11 @@ Exit status: 0 all runs ok, 1 some run failed, 2 bad input (nothing ran).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from qnb import runner, sweep
+from qnb import notebook, runner, sweep
 
 
 def _positive(text: str) -> float:
@@ -39,8 +42,10 @@ def _jobs(text: str) -> int:
     return int(text)
 
 
-def _add_execution_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--jobs", type=_jobs, default=1, help="runs at a time (default: 1)")
+def _add_execution_options(parser: argparse.ArgumentParser, per_core: bool = False) -> None:
+    default = "one per core" if per_core else "1"
+    parser.add_argument("--jobs", type=_jobs, default=None if per_core else 1,
+                        help=f"runs at a time (default: {default})")
     parser.add_argument(
         "--timeout", type=_positive, help="seconds a run may take before it is stopped as failed"
     )
@@ -55,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run every notebook with default parameters")
     run.add_argument("notebooks", nargs="+")
     run.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
-    _add_execution_options(run)
+    _add_execution_options(run, per_core=True)
     sweep_ = commands.add_parser(
         "sweep",
         help="run notebooks over a grid of parameters ('sweep collect DIR' merges results)",
@@ -161,6 +166,20 @@ def _sweep(args: argparse.Namespace, grid: dict) -> list[dict]:
     )
 
 
+def _run_all(args: argparse.Namespace) -> list[dict]:
+    """`run`: the notebooks that time nothing `--jobs` at a time (default: one per core), then
+    the ones that time things (`notebook.times_things`) one at a time, on a quiet machine."""
+    timing = [nb for nb in args.notebooks if notebook.times_things(nb)]
+    others = [nb for nb in args.notebooks if nb not in timing]
+    jobs = args.jobs or os.cpu_count() or 1
+    statuses = sweep.sweep(others, {}, args.out, jobs=jobs, timeout=args.timeout,
+                           force=args.force) if others else []
+    if timing:
+        statuses += sweep.sweep(timing, {}, args.out, jobs=1, timeout=args.timeout,
+                                force=args.force)
+    return statuses
+
+
 def _report(out: str) -> str:
     from qnb.report import report  # pandas and matplotlib: only when a report is made
 
@@ -190,8 +209,10 @@ def _main(argv: list[str]) -> int:
     if args.command == "report":
         print(f"wrote {sweep.collect(args.dir)} and {_report(args.dir)}")
         return 0
-    grid = sweep.build_grid(args.params, args.grid) if args.command == "sweep" else {}
-    statuses = _sweep(args, grid)
+    if args.command == "run":
+        statuses = _run_all(args)
+    else:
+        statuses = _sweep(args, sweep.build_grid(args.params, args.grid))
     print(f"wrote {sweep.collect(args.out)}")
     if args.command == "run":
         print(f"wrote {_report(args.out)}")

@@ -643,9 +643,13 @@ def retrain(
 
     pairs = list(NOTEBOOK_MODELS if pairs is None else pairs)
     plan = {}
-    for name, seed in pairs:
+    for pair in pairs:  # everything is checked before anything trains
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise ValueError(f"pairs must hold (name, seed) pairs, got {pair!r}")
+        name, seed = _check_name(pair[0]), check_int("seed", pair[1], 0)
         plan[name, seed] = _length(name, epochs if name not in LANGUAGE_MODELS else None,
                                    steps if name in LANGUAGE_MODELS else None)
+    pairs = list(plan)
     if limit is not None:
         limit = check_int("limit", limit, 1)
     jobs = check_int("jobs", (os.cpu_count() or 1) if jobs is None else jobs, 1)

@@ -29,6 +29,15 @@ def read(path: str | Path) -> nbformat.NotebookNode:
     return nbformat.read(path, as_version=4)
 
 
+_TIMES = re.compile(r"\bbench\.")
+
+
+def times_things(path: str | Path) -> bool:
+    """True if the notebook measures speed (a code cell calls `qnb.bench`): such a notebook runs
+    alone, never beside another, so that no timing is taken on a busy machine."""
+    return any(c.cell_type == "code" and _TIMES.search(c.source) for c in read(path).cells)
+
+
 def parameters_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
     """The code cells tagged `parameters` (a well-formed workbook notebook has exactly one)."""
     return [

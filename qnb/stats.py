@@ -103,18 +103,23 @@ def _correct(pred_a: object, pred_b: object, labels: object) -> tuple[np.ndarray
     return a == truth, b == truth
 
 
-def _check_confidence(confidence: object) -> float:
-    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
+def _check_fraction(name: str, value: object, example: str = "0.95") -> float:
+    """`value` as a float strictly between 0 and 1, or an error naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
-            f"confidence must be a number strictly between 0 and 1 (for example 0.95), "
-            f"got {confidence!r} ({type(confidence).__name__})"
+            f"{name} must be a number strictly between 0 and 1 (for example {example}), "
+            f"got {value!r} ({type(value).__name__})"
         )
-    if not 0 < confidence < 1:  # NaN fails this too
+    if not 0 < value < 1:  # NaN fails this too
         raise ValueError(
-            f"confidence must be a number strictly between 0 and 1 (for example 0.95), "
-            f"got {confidence!r}"
+            f"{name} must be a number strictly between 0 and 1 (for example {example}), "
+            f"got {value!r}"
         )
-    return float(confidence)
+    return float(value)
+
+
+def _check_confidence(confidence: object) -> float:
+    return _check_fraction("confidence", confidence)
 
 
 def flips(pred_a: object, pred_b: object, labels: object) -> tuple[int, int]:
@@ -162,11 +167,11 @@ def min_detectable_diff(
     standard deviation of the difference; for accuracies sqrt(discordant rate), since a
     per-image difference is +1, -1 or 0. Treating the seeds as independent replicates is the
     optimistic end: the same hard images flip on every seed."""
-    sd = float(sd)
-    if not math.isfinite(sd) or sd < 0:
+    if isinstance(sd, bool) or not isinstance(sd, numbers.Real) or not math.isfinite(sd) or sd < 0:
         raise ValueError(f"sd must be a finite number >= 0, got {sd!r}")
+    sd = float(sd)
     n_items, seeds = check_int("n_items", n_items, 1), check_int("seeds", seeds, 1)
-    alpha, power = _check_confidence(alpha), _check_confidence(power)
+    alpha, power = _check_fraction("alpha", alpha, "0.05"), _check_fraction("power", power, "0.8")
     return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * sd / math.sqrt(n_items * seeds))
 
 
@@ -284,9 +289,12 @@ class Verdict:
 
     def row(self) -> dict[str, str]:
         """Columns for a results table."""
+        a, b = self.names
+        what = f"{b} - {a} per seed (points)" if self.kind == "accuracy" else \
+            f"loss of {a} - {b} per seed (nats)"
         unit = "points" if self.kind == "accuracy" else "nats"
         return {
-            f"{self.names[1]} - {self.names[0]} per seed ({unit})":
+            what:
                 " ".join(self._show(d) for d in self.diffs),
             "p per seed": " ".join(f"{p:.2g}" for p in self.p_values),
             f"pooled ({unit}, 95% interval)":
@@ -341,7 +349,7 @@ class Family:
 
     def __init__(self, size: int, *, alpha: float = ALPHA) -> None:
         self.size = check_int("size", size, 1)
-        self.alpha = _check_confidence(alpha)
+        self.alpha = _check_fraction("alpha", alpha, "0.05")
         self.verdicts: dict[str, Verdict] = {}
 
     def __repr__(self) -> str:

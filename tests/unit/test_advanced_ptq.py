@@ -49,14 +49,43 @@ def same_state(a, b):
 
 
 def test_pairs_of_the_workbook_models_and_resnet(depthwise, resnet):
-    assert cle.pairs(simulate.fused(depthwise)) == [
-        ("stem.0", "block1.dw.0"), ("block1.dw.0", "block1.pw.0"), ("block1.pw.0", "block2.dw.0"),
-        ("block2.dw.0", "block2.pw.0"), ("block2.pw.0", "block3.dw.0"),
-        ("block3.dw.0", "block3.pw.0"),
-    ]
+    # inside each inverted residual block: expand -> dw (through the ReLU) and dw -> project;
+    # after the last block (no skip) project -> head, with nothing between them
+    inside = [pair for i in range(1, 5) for pair in (
+        (f"block{i}.expand.0", f"block{i}.dw.0"), (f"block{i}.dw.0", f"block{i}.project"))]
+    assert cle.pairs(simulate.fused(depthwise)) == [*inside, ("block4.project", "head.0")]
     assert cle.pairs(simulate.fused(models.build("plain_cnn", seed=0).eval())) == [("fc1.0", "fc2")]
     found = cle.pairs(simulate.fused(resnet))
     assert len(found) == 8 and ("layer1.0.conv1.0", "layer1.0.conv2") in found
+
+
+def test_no_pair_crosses_a_residual_add(depthwise):
+    """A layer whose output also feeds a skip add is never A: rescaling its output channels
+    would rescale the add's other input too. So the stem (block1 adds its input back) is not
+    paired with block1.expand, nor block2's projection with block3.expand, nor a block's
+    projection with the next block's expand."""
+    found = cle.pairs(simulate.fused(depthwise))
+    assert not any(a == "stem.0" for a, _ in found)
+    for i in range(1, 4):
+        assert not any(a == f"block{i}.project" for a, _ in found), i
+    blocks = depthwise.blocks()
+    assert [b.has_skip for b in blocks] == [True, False, True, False]
+    # what such a pair would do: block1's output (the add) changes; a real pair keeps it
+    x = images(8)[0]
+    wrong, report = cle.equalize(depthwise, layer_pairs=[("stem.0", "block1.expand.0")],
+                                 max_sweeps=1)
+    right, _ = cle.equalize(depthwise, layer_pairs=[("block1.expand.0", "block1.dw.0")],
+                            max_sweeps=1)
+    assert (report.scales[("stem.0", "block1.expand.0")] - 1).abs().max() > 0.05
+    outputs = {}
+    for name, model in (("fused", simulate.fused(depthwise)), ("wrong", wrong), ("right", right)):
+        model.block1.register_forward_hook(
+            lambda _m, _i, out, name=name: outputs.__setitem__(name, out.detach()))
+        with torch.no_grad():
+            model(x)
+    scale = outputs["fused"].abs().max().item()
+    assert torch.allclose(outputs["right"], outputs["fused"], rtol=1e-4, atol=1e-4 * scale)
+    assert (outputs["wrong"] - outputs["fused"]).abs().max().item() > 0.02 * scale
 
 
 @pytest.mark.parametrize("name", ["depthwise", "resnet"])
@@ -121,7 +150,7 @@ def test_cle_bad_inputs(depthwise):
     with pytest.raises(ValueError, match="its layers are.*'stem.0'"):
         cle.equalize(depthwise, layer_pairs=[("stem.0", "nope")])
     with pytest.raises(ValueError, match="does not take"):
-        cle.equalize(depthwise, layer_pairs=[("stem.0", "block2.pw.0")])
+        cle.equalize(depthwise, layer_pairs=[("stem.0", "block2.dw.0")])
     with pytest.raises(ValueError, match="axis"):
         cle.channel_ranges(torch.ones(2, 2), 2)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import qnb
-from qnb import runner
+from qnb import notebook, runner
 from qnb.__main__ import main
 
 
@@ -80,3 +80,28 @@ def test_execute_refuses_a_notebook_without_parameters_cell(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(), path)
     with pytest.raises(ValueError, match="exactly one cell tagged 'parameters', found 0"):
         runner.execute(path, tmp_path / "out.ipynb")
+
+
+def test_run_times_the_timing_notebooks_alone_after_the_others(notebook_factory, tmp_path):
+    """`run`: notebooks that call qnb.bench start only when every other run has ended, one at a
+    time; the others run side by side."""
+    log = tmp_path / "log.txt"
+    stamp = (f"import time\nopen({str(log)!r}, 'a').write(f'{{name}} start {{time.time()}}\\n')\n"
+             f"time.sleep(1.5)\nopen({str(log)!r}, 'a').write(f'{{name}} end {{time.time()}}\\n')")
+    plain = [notebook_factory(f"{n}.ipynb", f"name = {n!r}", stamp) for n in ("p1", "p2")]
+    timed = [notebook_factory(f"{n}.ipynb", f"name = {n!r}", stamp + "\nbench = None  # bench.x")
+             for n in ("t1", "t2")]
+    assert notebook.times_things(timed[0]) and not notebook.times_things(plain[0])
+    out = tmp_path / "run"
+    assert main(["run", "--jobs", "2", "--out", str(out), *map(str, timed + plain)]) == 0
+    events = {}
+    for line in log.read_text().splitlines():
+        name, what, when = line.split()
+        events[name, what] = float(when)
+    last_plain_end = max(events[p, "end"] for p in ("p1", "p2"))
+    assert min(events[t, "start"] for t in ("t1", "t2")) >= last_plain_end
+    t1, t2 = sorted(("t1", "t2"), key=lambda t: events[t, "start"])
+    assert events[t2, "start"] >= events[t1, "end"]  # one at a time
+    p1, p2 = (("p1", "p2") if events["p1", "start"] <= events["p2", "start"] else ("p2", "p1"))
+    p_overlap = events[p2, "start"] < events[p1, "end"]
+    assert p_overlap  # side by side
