@@ -441,7 +441,8 @@ def _length(name: str, epochs: object, steps: object) -> tuple[str, int]:
 
 def _config(name: str, unit: str, length: int, seed: int) -> dict:
     """Everything the trained weights depend on (but the machine)."""
-    arch = [[k, list(v.shape)] for k, v in build(name).state_dict().items()]
+    shapes = [[k, list(v.shape)] for k, v in build(name).state_dict().items()]
+    arch = hashlib.sha256(json.dumps(shapes).encode()).hexdigest()  # the tensors' names and shapes
     return {
         "name": name,
         **TRAINING[name],
