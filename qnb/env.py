@@ -105,16 +105,41 @@ def cpu_features() -> dict[str, bool]:
     return {name: flag in flags for name, flag in _FEATURES.items()}
 
 
-def int8_peak_ratio() -> float:
-    """Peak int8 vs fp32 multiply-accumulate ratio per instruction on this CPU.
+# This CPU's fastest int8 unit, its peak int8:fp32 multiply-accumulate ratio per cycle per core,
+# and which CPU runtimes' int8 kernels use it.
+INT8_UNITS = {
+    "AMX": (32.0, "AMX's TMUL does 1,024 int8 MACs per cycle per core (Intel: 2,048 int8 "
+                  "operations) against 32 fp32 FMAs of two AVX-512 FMA units; used by oneDNN "
+                  "(PyTorch's onednn engine, Inductor's int8 GEMMs), OpenVINO and ONNX Runtime "
+                  "(onnxruntime#14042), not by FBGEMM (pytorch/FBGEMM#649)"),
+    "VNNI": (4.0, "vpdpbusd does 4 int8 MACs per 32-bit lane where an fp32 FMA does 1 (AVX-512 "
+                  "VNNI or AVX-VNNI); used by FBGEMM, oneDNN, OpenVINO and ONNX Runtime"),
+    "AVX2": (4.0 / 3.0, "without VNNI an int8 dot product takes vpmaddubsw + vpmaddwd + vpaddd "
+                        "(3 instructions for 4 MACs per lane), about 4/3 of fp32's FMA"),
+}
 
-    With VNNI one instruction does 4x the MACs of an fp32 FMA at the same width; without
-    it, AVX2/AVX-512 int8 dot products (vpmaddubsw + vpmaddwd + vpaddd) reach about 4/3.
+
+def int8_unit() -> str | None:
+    """This CPU's fastest int8 unit: "AMX", "VNNI", "AVX2", or None (not x86, no AVX2).
+
+    Taught in notebook 10 (cpu_deployment)."""
+    features = cpu_features()
+    if features["amx_int8"]:
+        return "AMX"
+    if features["avx512_vnni"] or features["avx_vnni"]:
+        return "VNNI"
+    return "AVX2" if features["avx2"] else None
+
+
+def int8_peak_ratio() -> float | None:
+    """Peak int8 vs fp32 multiply-accumulates per cycle per core of `int8_unit()` (see
+    `INT8_UNITS`): 32 with AMX, 4 with VNNI, 4/3 with AVX2 alone; None where none applies. A
+    model reaches it only if its runtime's kernels use that unit (FBGEMM does not use AMX).
 
     Taught in notebook 10 (cpu_deployment).
     """
-    features = cpu_features()
-    return 4.0 if features["avx512_vnni"] or features["avx_vnni"] else 4.0 / 3.0
+    unit = int8_unit()
+    return None if unit is None else INT8_UNITS[unit][0]
 
 
 def report() -> dict[str, object]:
@@ -133,7 +158,8 @@ def report() -> dict[str, object]:
         "cpu": model,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_features": [name for name, has in cpu_features().items() if has],
-        "int8_peak_ratio": round(int8_peak_ratio(), 2),
+        "int8_unit": int8_unit() or "-",
+        "int8_peak_ratio": None if int8_peak_ratio() is None else round(int8_peak_ratio(), 2),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
     }
