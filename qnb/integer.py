@@ -14,8 +14,11 @@ and the sum, expanded, is four integer terms (K = number of products per output)
                    pack time)        time; 0 if z_w = 0)
 
 so the kernel multiplies raw codes (``vpmaddubsw``/VNNI take u8 x s8 directly) in int32 and
-subtracts the offsets. Symmetric weights (``z_w = 0``, torch's default) drop the row offset,
-the only cross term that costs work at run time.
+subtracts the offsets. Symmetric weights (``z_w = 0``, the default of every engine's qconfig)
+drop the row offset, the only cross term that costs work at run time, in FBGEMM (x86/fbgemm),
+which computes it only for ``z_w != 0``. QNNPACK takes a weight zero point always (PyTorch
+adds 128 to its qint8 weights when packing them) and subtracts both zero points inside its
+micro-kernels; oneDNN refuses ``z_w != 0``.
 
 The arithmetic after the int32 accumulator is FBGEMM's ``ReQuantizeOutput`` (the x86 /
 fbgemm engines' quantized linear and conv; include/fbgemm/OutputProcessing-inl.h and its
@@ -45,8 +48,10 @@ rounded bias tips ``v * M`` over a half.
 On CPUs with AVX-512 VNNI, PyTorch's x86 engine runs symmetric-weight convolutions with
 ``groups <= 100`` on oneDNN instead of FBGEMM (``should_use_onednn_quant`` in PyTorch's
 OnednnUtils.h; :func:`torch_conv_requantization`). oneDNN orders the same float32 operations
-differently: ``v = float32(acc) * s_x * s_w + bias`` (two products), then
-``nearbyint(v * float32(1 / s_y) + z_y)``, the zero point added before rounding
+differently: ``v = float32(acc) * s_x' * s_w + bias`` (two products), then
+``nearbyint(v * r_y + z_y)``, the zero point added before rounding, with
+``s_x' = 1 / float32(1 / s_x)`` and ``r_y = 1 / (1 / float32(1 / s_y))``: PyTorch passes oneDNN
+reciprocal scales, and they come back through float32 reciprocals
 (``requantization="onednn"``; found by testing against the kernel, see
 tests/unit/test_integer.py). The two agree except where the result lands within a float32
 rounding of a half (or on a half, with an odd zero point).
@@ -71,8 +76,10 @@ __all__ = [
     "accumulate_conv2d",
     "linear",
     "conv2d",
+    "requantize_accumulator",
     "accumulator_bound",
     "madd_int16",
+    "saturating_pairs",
     "fold_bn",
     "torch_conv_requantization",
 ]
@@ -113,7 +120,7 @@ def _int_codes(value: Any, name: str, ndim: tuple[int, ...], what: str) -> np.nd
         )
     if arr.ndim not in ndim:
         raise ValueError(f"{name} must be {what}; got shape {arr.shape}")
-    return arr.astype(np.int64)
+    return arr.astype(np.int64, copy=False)
 
 
 def _in_range(codes: np.ndarray, name: str, qp: QParams) -> None:
@@ -222,11 +229,18 @@ def multipliers(x_qp: QParams, w_qp: QParams, y_qp: QParams) -> tuple[np.ndarray
 
 
 def fixed_point_multiplier(multiplier: Any) -> FixedPoint:
-    """``M`` as ``m0 * 2**(shift - 31)`` with ``m0 = round(q * 2**31)``, ``M = q * 2**shift``,
-    q in [0.5, 1): TFLite's ``QuantizeMultiplier`` (gemmlowp's fixed-point multipliers).
+    """``M`` as ``m0 * 2**(shift - 31)``: TFLite's ``QuantizeMultiplier``
+    (tensorflow/lite/kernels/internal/quantization_util.cc), the multipliers gemmlowp and
+    TFLite's integer kernels take.
 
-    `multiplier`: a positive finite number or array of them. The relative error of the
-    pair is below 2**-31.
+    ``M = q * 2**shift`` with q in [0.5, 1) (``std::frexp``), ``m0 = TfLiteRound(q * 2**31)``:
+    rounded to nearest with exact ties *away from zero* (``std::round``), not to even; an
+    ``m0`` rounded up to 2**31 is halved and the shift raised by one. As TFLite does, a
+    multiplier below 2**-32 (``shift < -31``) is flushed to ``m0 = 0, shift = 0``.
+
+    `multiplier`: a positive finite number or 1-D array of them. ``q * 2**31`` is exact in
+    float64, so a float32 multiplier (24 significant bits) is represented exactly and any
+    other within a relative 2**-31.
     """
     m = np.asarray(multiplier, np.float64)
     if m.dtype.kind not in "iuf" or not (np.isfinite(m) & (m > 0)).all() or m.ndim > 1:
@@ -235,28 +249,45 @@ def fixed_point_multiplier(multiplier: Any) -> FixedPoint:
             f"{_show_value(multiplier)}"
         )
     q, shift = np.frexp(m)  # m = q * 2**shift, q in [0.5, 1)
-    m0 = np.rint(np.ldexp(q, 31)).astype(np.int64)
+    # TfLiteRound = std::round: half away from zero (q > 0: floor(x + 0.5), exact in float64
+    # since q * 2**31 < 2**31 has at most 53 significant bits)
+    m0 = np.floor(np.ldexp(q, 31) + 0.5).astype(np.int64)
     carry = m0 == 2**31  # q rounded up to 1.0: halve it, one more power of two
     m0 = np.where(carry, m0 // 2, m0)
     shift = np.where(carry, shift + 1, shift).astype(np.int64)
-    return FixedPoint(m0, shift)
+    tiny = shift < -31  # every bit would be shifted out: TFLite flushes to zero
+    return FixedPoint(np.where(tiny, 0, m0), np.where(tiny, 0, shift))
 
 
 def _rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """gemmlowp's SaturatingRoundingDoublingHighMul: round(a * b / 2**31), in int64 here."""
-    ab = a * b  # |a| < 2**31 and 0 <= b < 2**31: fits int64
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    total = ab + nudge
-    out = np.sign(total) * (np.abs(total) >> 31)  # C's division truncates toward zero
-    return np.where((a == b) & (a == -(2**31)), INT32_MAX, out)
+    """gemmlowp's SaturatingRoundingDoublingHighMul: ``(a * b + nudge) / 2**31`` with C's
+    truncating division and ``nudge = 2**30`` (``1 - 2**30`` for a negative product): round to
+    nearest, ties upward. In int64 here, with branch-free masks, in place."""
+    total = np.multiply(a, b, dtype=np.int64)  # |a|, |b| <= 2**31: the product fits int64
+    low31 = np.int64(INT32_MAX)
+    sign = total >> 63  # -1 where negative, else 0
+    sign &= low31
+    total += 1 << 30
+    total -= sign  # the nudge: 2**30, or 1 - 2**30 for a negative product
+    np.right_shift(total, 63, out=sign)
+    sign &= low31
+    total += sign  # a negative total rounds toward zero in the shift below, as C's division
+    total >>= 31
+    if np.any(np.asarray(b) == -(2**31)):  # the one product that overflows int32
+        total = np.where((a == b) & (a == -(2**31)), INT32_MAX, total)
+    return total
 
 
 def _rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
-    """gemmlowp's RoundingDivideByPOT: x / 2**exponent rounded half away from zero."""
+    """gemmlowp's RoundingDivideByPOT: x / 2**exponent rounded half away from zero
+    (remainder above ``mask >> 1``, or above it plus one for a negative x, rounds up)."""
     mask = (np.int64(1) << exponent) - 1
     remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
+    remainder -= mask >> 1
+    remainder -= x < 0  # the threshold is one higher for negative x
+    out = x >> exponent
+    out += remainder > 0
+    return out
 
 
 def requantize(
@@ -267,15 +298,25 @@ def requantize(
     qmin: int = 0,
     qmax: int = 255,
     relu: bool = False,
+    rounding: str = "double",
 ) -> np.ndarray:
     """Output codes ``clamp(round(acc * M) + zero_point, qmin, qmax)``, as int64.
 
     * `multiplier` a float (or an array broadcasting against `acc`): FBGEMM's float path,
       ``nearbyint(float32(acc) * float32(M))``, round half to even; `acc` may be float32 (the
       accumulator with the float bias already added) or integer.
-    * `multiplier` a :class:`FixedPoint`: the integer-only path (TFLite's
-      ``MultiplyByQuantizedMultiplier``): a rounding doubling high multiply by ``m0`` (ties
-      upward) and a rounding right shift (ties away from zero); `acc` must be int32 values.
+    * `multiplier` a :class:`FixedPoint`: the integer-only path; `acc` must be int32 values.
+      ``rounding="double"`` (gemmlowp, and TFLite's ``MultiplyByQuantizedMultiplier`` unless
+      built with ``TFLITE_SINGLE_ROUNDING``, tensorflow/lite/kernels/internal/common.cc):
+      shift left if ``shift > 0``, ``SaturatingRoundingDoublingHighMul`` by ``m0``
+      (``round(x * m0 / 2**31)``, ties upward), then ``RoundingDivideByPOT`` by ``-shift``
+      (ties away from zero): two roundings, so a product on the zero side of a half, within
+      half a unit of the first rounding, is pushed onto the half and then away from zero: one
+      code too far.
+      ``rounding="single"``: one rounding of the 64-bit product,
+      ``(x * m0 + 2**(30 - shift)) >> (31 - shift)`` (ties upward): TFLite's
+      ``MultiplyByQuantizedMultiplier`` built with ``TFLITE_SINGLE_ROUNDING``, and ruy's
+      (ruy/apply_multiplier.cc); it needs ``shift <= 30``.
 
     `relu` clamps from below at the zero point (the real 0) instead of qmin.
     """
@@ -291,23 +332,43 @@ def requantize(
                 "acc must be integer for a FixedPoint multiplier (integer-only arithmetic: "
                 f"add an int32 bias); got dtype {acc.dtype}"
             )
-        _check_int32(acc.astype(np.int64), "acc")
+        acc = acc.astype(np.int64, copy=False)
+        _check_int32(acc, "acc")
+        _check_choice(rounding, "rounding", ("double", "single"))
         m0, shift = np.asarray(multiplier.m0, np.int64), np.asarray(multiplier.shift, np.int64)
-        left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
-        shifted = np.clip(acc.astype(np.int64) << left, -(2**31), INT32_MAX)
-        r = _rounding_divide_by_pot(_rounding_doubling_high_mul(shifted, m0), right)
+        if rounding == "single":
+            if np.any(shift > 30):
+                raise ValueError(
+                    "rounding='single' needs a multiplier below 2**30 (shift <= 30, as TFLite's "
+                    f"single-rounding MultiplyByQuantizedMultiplier); got shift {shift.max()}"
+                )
+            total = 31 - shift  # |acc| <= 2**31 and m0 < 2**31: the product fits int64
+            r = acc * m0
+            r += np.int64(1) << (total - 1)
+            r >>= total
+        else:
+            left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+            if np.any(left > 0):  # x * 2**left, saturated to int32 as the int32 kernels do
+                acc = np.clip(acc << left, -(2**31), INT32_MAX)
+            r = _rounding_divide_by_pot(_rounding_doubling_high_mul(acc, m0), right)
     else:
+        if rounding != "double":
+            raise ValueError(
+                "rounding applies to a FixedPoint multiplier only (the float32 path rounds "
+                f"once, half to even); got rounding={rounding!r} with a float multiplier"
+            )
         m = np.asarray(multiplier, F32)
         if not (np.isfinite(m) & (m > 0)).all():
             raise ValueError(
                 f"multiplier must be positive and finite; got {_show_value(multiplier)}"
             )
         if acc.dtype.kind != "f":
-            _check_int32(acc.astype(np.int64), "acc")
-        v = acc.astype(np.int64).astype(F32) if acc.dtype.kind != "f" else acc.astype(F32)
-        r = np.rint(v * m).astype(np.int64)  # float32 product; cvtps2dq rounds half to even
+            _check_int32(acc.astype(np.int64, copy=False), "acc")
+        v = acc.astype(np.int64, copy=False).astype(F32) if acc.dtype.kind != "f" else acc
+        r = np.rint(np.multiply(v, m, dtype=F32)).astype(np.int64)  # cvtps2dq: half to even
     low = zero_point if relu else qmin
-    return np.clip(r + zero_point, max(low, qmin), qmax)
+    r += zero_point
+    return np.clip(r, max(low, qmin), qmax, out=r)
 
 
 def _check_int32(values: np.ndarray, name: str) -> None:
@@ -331,16 +392,26 @@ def _accumulate(x: np.ndarray, x_qp: QParams, w: np.ndarray, w_qp: QParams) -> n
     """(N, K) codes x (C, K) codes -> (N, C) accumulator, with its cross terms written out."""
     k = w.shape[1]
     z_x, z_w = int(x_qp.zero_point), np.asarray(w_qp.zero_point, np.int64)
-    # The raw matmul. float64 is exact here: every partial sum is below 2**31 < 2**53 (the
-    # bound was checked), and BLAS makes it fast. The kernel does it in int32 (vpdpbusd).
-    raw = np.rint(x.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
+    # The raw matmul, in floats because BLAS makes it fast (the kernel does it in int32:
+    # vpmaddubsw + vpmaddwd, or vpdpbusd). Exact: every partial sum of raw codes is an integer
+    # of magnitude at most k * max|q_x| * max|q_w|; float32 holds every integer below 2**24
+    # and float64 every one below 2**53 (the int32 bound was checked), so no addition rounds.
+    dtype = _exact_float(k, x_qp, w_qp)
+    raw = (x.astype(dtype, copy=False) @ w.T.astype(dtype)).astype(np.int64)
     # Precomputed when the weights are packed: column offsets, one per output channel,
     # with the constant K z_x z_w folded in: -z_x (sum_k q_w - K z_w).
     col_offsets = w.sum(axis=1) - k * z_w
     acc = raw - z_x * col_offsets
     if np.any(z_w != 0):  # at run time: row offsets, one per input row (free if z_w = 0)
-        acc = acc - x.sum(axis=1, keepdims=True) * z_w
+        acc = acc - x.sum(axis=1, keepdims=True, dtype=np.float64).astype(np.int64) * z_w
     return acc
+
+
+def _exact_float(k: int, x_qp: QParams, w_qp: QParams) -> type:
+    """float32 if every partial sum of `k` products of raw codes stays below 2**24, else
+    float64."""
+    largest = max(abs(x_qp.qmin), abs(x_qp.qmax)) * max(abs(w_qp.qmin), abs(w_qp.qmax))
+    return np.float32 if k * largest < 2**24 else np.float64
 
 
 def _check_codes(x: np.ndarray, x_qp: QParams, w: np.ndarray, w_qp: QParams) -> None:
@@ -392,7 +463,11 @@ def _conv_acc(x, x_qp, w, w_qp, stride, padding, groups) -> np.ndarray:
     n, c_in, _, _ = x.shape
     c_out, c_g, kh, kw = w.shape
     ph, pw = padding
-    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=int(x_qp.zero_point))
+    x = np.pad(  # padded with the code of the real 0; the patches are copied as floats
+        x.astype(_exact_float(c_g * kh * kw, x_qp, w_qp)),
+        ((0, 0), (0, 0), (ph, ph), (pw, pw)),
+        constant_values=int(x_qp.zero_point),
+    )
     windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
     windows = windows[:, :, :: stride[0], :: stride[1]]  # (N, C_in, H_out, W_out, kh, kw)
     h_out, w_out = windows.shape[2:4]
@@ -472,12 +547,19 @@ def _output(acc, x_qp, w_qp, bias, y_qp, relu, requantization, channel_axis) -> 
             v = v + np.asarray(b, F32).reshape(shape)
         return requantize(v, np.broadcast_to(m, (channels,)).reshape(shape), z_y, **limits)
     if requantization == "onednn":  # oneDNN: dequantize, add the bias, times 1 / s_y
-        # src and weight scales applied one after the other (not their product), in float32
+        # src and weight scales applied one after the other (not their product), in float32.
+        # PyTorch hands oneDNN *reciprocal* scales (qconv.cpp: "Scales of ONEDNN and PyTorch
+        # are reciprocal"): scale_t(1, 1.0 / input_scale) and 1.0 / output_scale, float32s,
+        # and the kernel multiplies by their float32 reciprocals, each a round trip that can
+        # move the scale by one ulp: 1 / float32(1 / s_x), and for the output the reciprocal
+        # of 1 / float32(1 / s_y). Found by testing against the kernel on near-ties (see
+        # tests/unit/test_integer.py); the weight scales are used as float32(s_w).
+        s_x = F32(1) / F32(1.0 / float(x_qp.scale))
         s_w = np.asarray(w_qp.scale, F32)
-        v = (acc.astype(F32) * F32(x_qp.scale)) * (s_w.reshape(shape) if s_w.ndim else s_w)
+        v = (acc.astype(F32) * s_x) * (s_w.reshape(shape) if s_w.ndim else s_w)
         if bias is not None:
             v = v + bias.reshape(shape)
-        inv_y = F32(1.0 / float(y_qp.scale))  # PyTorch passes 1 / output_scale to oneDNN
+        inv_y = F32(1) / (F32(1) / F32(1.0 / float(y_qp.scale)))
         # the zero point is added in float32 *before* rounding (FBGEMM adds it after)
         q = np.rint(np.asarray(v * inv_y + F32(z_y), F32)).astype(np.int64)
         low = z_y if relu else int(y_qp.qmin)
@@ -546,6 +628,37 @@ def conv2d(
     return _output(acc, x_qp, w_qp, bias, y_qp, relu, requantization, channel_axis=1)
 
 
+def requantize_accumulator(
+    acc: Any,
+    x_qp: QParams,
+    w_qp: QParams,
+    bias: Any,
+    y_qp: QParams,
+    relu: bool = False,
+    *,
+    requantization: str = "float",
+    channel_axis: int = -1,
+) -> np.ndarray:
+    """A layer's output codes from its int32 accumulator (:func:`accumulate_linear`,
+    :func:`accumulate_conv2d`): the bias and requantization :func:`linear` and :func:`conv2d`
+    apply after accumulating (`requantization` as there), the output channels on
+    `channel_axis` (-1 for a linear layer, 1 for a convolution). One accumulator can so be
+    requantized several ways, e.g. in oneDNN's and in FBGEMM's order."""
+    arr = np.asarray(acc)
+    if arr.dtype.kind not in "iu" or arr.ndim == 0:
+        raise TypeError(
+            f"acc must be an integer accumulator array (from accumulate_linear or "
+            f"accumulate_conv2d); got dtype {arr.dtype}, shape {arr.shape}"
+        )
+    arr = arr.astype(np.int64, copy=False)
+    _check_int32(arr, "acc")
+    channel_axis = check_int("channel_axis", channel_axis, -arr.ndim, arr.ndim - 1)
+    _check_qp(x_qp, "x_qp", signed=False, per_tensor=True)
+    _check_qp(w_qp, "w_qp", signed=True, per_tensor=False)
+    _check_channels(w_qp, arr.shape[channel_axis])
+    return _output(arr, x_qp, w_qp, bias, y_qp, relu, requantization, channel_axis)
+
+
 # ----------------------------------------------------------------------------- headroom
 def madd_int16(a_u8: Any, b_s8: Any) -> tuple[np.ndarray, np.ndarray]:
     """``vpmaddubsw``: u8 x s8 products summed in adjacent pairs into int16, with saturation.
@@ -569,6 +682,125 @@ def madd_int16(a_u8: Any, b_s8: Any) -> tuple[np.ndarray, np.ndarray]:
     products = a * b
     exact = products[..., 0::2] + products[..., 1::2]
     return np.clip(exact, INT16_MIN, INT16_MAX), exact
+
+
+def saturating_pairs(
+    x_q: Any,
+    w_q: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    pad_code: int = 0,
+) -> tuple[int, int]:
+    """How many u8 x s8 pair sums of ``vpmaddubsw`` saturate int16 when the uint8 codes `x_q`
+    meet the int8 weights `w_q`: ``(saturated, pairs)``, over every output and output channel.
+
+    A linear layer: `x_q` (N, K), `w_q` (C, K). A convolution (groups = 1): `x_q`
+    (N, C_in, H, W), `w_q` (C_out, C_in, kH, kW), with `stride`, `padding` (filled with
+    `pad_code`, the input zero point). Each output's K products are paired in the order of
+    the packed reduction dimension: the features of a linear layer in order; for a
+    convolution the channels-last im2col order of FBGEMM (kernel row, kernel column, input
+    channel), as its x86 kernels pack NHWC activations. An odd K gets a zero partner (no
+    saturation: one product is at most 255 * 128 = 32,640). A pair saturates when its exact sum
+    is outside [-32768, 32767] (:func:`madd_int16`); with codes of at most 127 none can.
+    """
+    x = _int_codes(x_q, "x_q", (2, 4), "codes of shape (N, K) or (N, C_in, H, W)")
+    w = _int_codes(w_q, "w_q", (2, 4), "codes of shape (C, K) or (C_out, C_in, kH, kW)")
+    if x.ndim != w.ndim:
+        raise ValueError(
+            f"x_q and w_q must both be 2-D (linear) or 4-D (conv); got {x.shape}, {w.shape}"
+        )
+    if x.size and (x.min() < 0 or x.max() > 255):
+        raise ValueError(f"x_q must hold uint8 codes 0..255; got {x.min()}..{x.max()}")
+    if w.size and (w.min() < -128 or w.max() > 127):
+        raise ValueError(f"w_q must hold int8 codes -128..127; got {w.min()}..{w.max()}")
+    pad_code = check_int("pad_code", pad_code, 0)
+    if pad_code > 255:
+        raise ValueError(f"pad_code must be a uint8 code 0..255; got {pad_code}")
+    if x.ndim == 4:
+        if x.shape[1] != w.shape[1]:
+            raise ValueError(
+                f"x_q has {x.shape[1]} input channels but w_q expects {w.shape[1]} (groups = 1)"
+            )
+        stride, padding = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+        (ph, pw), (kh, kw) = padding, w.shape[2:]
+        nhwc = np.pad(
+            x.astype(np.uint8).transpose(0, 2, 3, 1),
+            ((0, 0), (ph, ph), (pw, pw), (0, 0)),
+            constant_values=pad_code,
+        )
+        if nhwc.shape[1] < kh or nhwc.shape[2] < kw:
+            raise ValueError(
+                f"the padded input {nhwc.shape[1:3]} is smaller than the kernel {(kh, kw)}"
+            )
+        windows = np.lib.stride_tricks.sliding_window_view(nhwc, (kh, kw), axis=(1, 2))
+        windows = windows[:, :: stride[0], :: stride[1]]  # (N, H_out, W_out, C_in, kh, kw)
+        w = w.transpose(0, 2, 3, 1).reshape(len(w), -1)  # (C_out, kh * kw * C_in)
+        per_output = windows.shape[1] * windows.shape[2]
+        # a1 + a2 >= 256 needs a code >= 128: only the windows holding one can saturate
+        hot_pixel = nhwc.max(axis=3) >= 128
+        hot = np.zeros(windows.shape[:3], bool)
+        for r in range(kh):  # a window is hot if any of its kh * kw pixels is
+            for c in range(kw):
+                hot |= hot_pixel[
+                    :,
+                    r : r + stride[0] * hot.shape[1] : stride[0],
+                    c : c + stride[1] * hot.shape[2] : stride[1],
+                ]
+        where = np.nonzero(hot)
+
+        def rows_at(sl: slice) -> np.ndarray:  # im2col rows (kh, kw, C_in) of hot windows
+            patch = windows[where[0][sl], where[1][sl], where[2][sl]]  # (M, C_in, kh, kw)
+            return patch.transpose(0, 2, 3, 1).reshape(len(patch), -1)
+
+        n_hot = len(where[0])
+    else:
+        if x.shape[1] != w.shape[1]:
+            raise ValueError(f"x_q has {x.shape[1]} features but w_q expects {w.shape[1]}")
+        hot_rows = x[(x >= 128).any(axis=1)].astype(np.uint8)
+        per_output, n_hot = 1, len(hot_rows)
+
+        def rows_at(sl: slice) -> np.ndarray:
+            return hot_rows[sl]
+
+    k = w.shape[1]
+    if k % 2:  # a zero partner for the last product
+        w = np.pad(w, ((0, 0), (0, 1)))
+    w1, w2 = w[:, 0::2].T.astype(np.int32), w[:, 1::2].T.astype(np.int32)  # (P, C)
+    # A pair can only saturate if a1 |w1| + a2 |w2| > 32767 for its largest weights, and
+    # since |w| <= 128 only if a1 + a2 >= 256: the cheap test first. The candidates that pass
+    # both are counted once per distinct (pair, a1, a2), then tried against every channel.
+    big1, big2 = np.abs(w1).max(axis=1), np.abs(w2).max(axis=1)
+    keys = []  # (distinct keys, how often) per chunk; a table instead if it is small
+    table = np.zeros(len(w1) << 16, np.int64) if len(w1) <= 64 else None
+    step = max(1, (1 << 23) // max(1, k))
+    for start in range(0, n_hot, step):
+        rows = rows_at(slice(start, start + step))
+        if k % 2:
+            rows = np.pad(rows, ((0, 0), (0, 1)))
+        a1, a2 = rows[:, 0::2], rows[:, 1::2]
+        flat = np.flatnonzero(a1.astype(np.uint16) + a2 >= 256)
+        r, p = np.divmod(flat, a1.shape[1])
+        c1, c2 = a1[r, p].astype(np.int64), a2[r, p].astype(np.int64)
+        near = c1 * big1[p] + c2 * big2[p] > INT16_MAX
+        key = (p[near] << 16) | (c1[near] << 8) | c2[near]
+        if table is not None:
+            table += np.bincount(key, minlength=len(table))
+        else:
+            keys.append(np.unique(key, return_counts=True))
+    if table is not None:
+        keys = [(np.flatnonzero(table), table[table > 0])]
+    saturated = 0
+    if keys:
+        key, back = np.unique(np.concatenate([k for k, _ in keys]), return_inverse=True)
+        times = np.bincount(back, weights=np.concatenate([n for _, n in keys])).astype(np.int64)
+        p, c1, c2 = key >> 16, (key >> 8) & 255, key & 255
+        for c0 in range(0, len(key), 1 << 14):  # each distinct candidate, against every channel
+            sl = slice(c0, c0 + (1 << 14))
+            sums = c1[sl, None] * w1[p[sl]] + c2[sl, None] * w2[p[sl]]
+            hits = ((sums > INT16_MAX) | (sums < INT16_MIN)).sum(axis=1)
+            saturated += int(hits @ times[sl])
+    pairs = len(x) * per_output * w.shape[0] * (w.shape[1] // 2)
+    return saturated, pairs
 
 
 # ----------------------------------------------------------------------------- batch norm
