@@ -12,9 +12,11 @@ them, as inference will); after `freeze_observers_after` steps the quantization 
 moving and the weights adapt to fixed grids. The straight-through estimator carries gradients
 through the rounding.
 
-At W8A8 the result is converted into a real int8 model on the chosen engine. Below 8 bits it
-stays a simulation: PyTorch's CPU engines have no int2..int7 kernels, so the fine-tuned model
-keeps its fake quantization (observers off, eval mode) and `report.simulated` is True.
+At W8A8 the result is converted into a real int8 model on the chosen engine (or, with
+`convert=False`, returned fake-quantized, for `torch.ao.quantization.convert` to be shown by
+the caller). Below 8 bits it stays a simulation: PyTorch's CPU engines have no int2..int7
+kernels, so the fine-tuned model keeps its fake quantization (observers off, eval mode) and
+`report.simulated` is True.
 
 At W8A8 on x86/fbgemm the activations follow PyTorch's own default QAT qconfig for those
 engines: `reduce_range`, i.e. 7-bit activations 0..127 (which keeps the int16 accumulation of
@@ -211,14 +213,16 @@ def _describe(weight_bits: int, act_bits: int, reduce_range: bool) -> str:
 
 
 def default_lr(weight_bits: int, act_bits: int) -> float:
-    """The fine-tuning learning rate `qat` uses by default: 1e-4 at W8A8, where the float
-    optimum is a rounding error away; 1e-3 at 3..7 bits and 3e-3 at 2 bits, where the weights
-    must move further. Chosen on the 500 validation digits (never the test digits): plain CNN,
-    seeds 0-2, 1 epoch over the first 1,024 training digits, validation accuracy as the mean
-    over the seeds for lr 3e-4 / 1e-3 / 3e-3: W4A4 98.3 / 98.5 / 97.8%, W3A3 95.2 / 91.3 /
-    94.9% (one seed at 81.0% with 1e-3; over 2,048 digits seed 0 gives 96.4 / 97.4 / 96.2%),
-    W2A2 71.1 / 78.4 / 86.4%. Short QAT runs are noisy: judge them over seeds. From 3 bits up
-    the rates stay under the 3e-3 the models were trained with; at 2 bits they are equal."""
+    """The fine-tuning learning rate `qat` uses when none is given: 1e-4 at W8A8, where the
+    float optimum is a rounding error away; 1e-3 at 3..7 bits and 3e-3 at 2 bits, where the
+    weights must move further. At 2 bits this equals the 3e-3 the plain CNN was trained with
+    (`models.TRAINING`); above, it is 3x (3..7 bits) and 30x (8 bits) lower.
+
+    A rule of thumb, not a tuned value: it was picked in an earlier version of the workbook on
+    500 MNIST validation digits, and even there its own means did not favour 1e-3 at W3A3
+    (3e-4 / 1e-3 / 3e-3: 95.2 / 91.3 / 94.9%). A rate that matters is chosen on the validation
+    split for the model, bits and fine-tuning budget at hand and passed as `lr`: notebook 08
+    does that per rung and prints the validation accuracy of every candidate."""
     if min(weight_bits, act_bits) >= 8:
         return 1e-4
     return 3e-3 if min(weight_bits, act_bits) <= 2 else 1e-3
@@ -393,6 +397,7 @@ def qat(
     eval_loader: Iterable | None = None,
     log_every: int | None = None,
     progress: bool | None = None,
+    convert: bool = True,
 ) -> tuple[nn.Module, QATReport]:
     """Fine-tune a fake-quantized copy of the trained float `model`; return it and a report.
 
@@ -410,8 +415,11 @@ def qat(
     `eval_loader` (optional) is evaluated every `log_every` steps (default: about 10 rows per
     run) for the training curves in `report.history`, and gives `report.fake_quant_acc` and
     `report.int8_acc`. At W8A8 the result is a real int8 model on `engine` (None: this
-    machine's; set process-wide); below 8 bits the fake-quantized model in eval mode with its
-    observers off (`report.simulated`). The caller's model is not changed.
+    machine's; set process-wide); below 8 bits, or with `convert=False`, the fake-quantized
+    model in eval mode with its observers off and batch norm frozen (`report.simulated`), which
+    `torch.ao.quantization.convert` turns into the int8 model at W8A8 (set
+    `torch.backends.quantized.engine = engine` first: the qconfig was built for it). The
+    caller's model is not changed.
 
     Taught in notebook 08 (quantization_aware_training)."""
     started = time.perf_counter()
@@ -441,8 +449,9 @@ def qat(
     if eval_loader is not None:
         eval_loader = checks.reusable(eval_loader, "eval_loader")
     progress = check_enabled(progress)
+    convert = checks.check_bool("convert", convert)
     total = epochs * len(loader)
-    report = _new_report(weight_bits, act_bits, engine, epochs, total, lr)
+    report = _new_report(weight_bits, act_bits, engine, epochs, total, lr, convert)
     report.freeze_bn_after = _or_default(freeze_bn_after, total, 0.5)
     report.freeze_observers_after = _or_default(freeze_observers_after, total, 0.75)
     prepared = prepare(model, qconfig)
@@ -478,14 +487,19 @@ def qat(
 
 
 def _new_report(
-    weight_bits: int, act_bits: int, engine: str, epochs: int, steps: int, lr: float
+    weight_bits: int, act_bits: int, engine: str, epochs: int, steps: int, lr: float,
+    convert: bool = True,
 ) -> QATReport:
-    simulated = weight_bits < 8 or act_bits < 8
-    message = (
-        SIMULATED.format(w=weight_bits, a=act_bits)
-        if simulated
-        else f"converted to a real int8 model on engine {engine!r}"
-    )
+    simulated = weight_bits < 8 or act_bits < 8 or not convert
+    if weight_bits < 8 or act_bits < 8:
+        message = SIMULATED.format(w=weight_bits, a=act_bits)
+    elif not convert:
+        message = (
+            "not converted (convert=False): the fake-quantized W8A8 model; "
+            f"torch.ao.quantization.convert makes it a real int8 model on engine {engine!r}"
+        )
+    else:
+        message = f"converted to a real int8 model on engine {engine!r}"
     reduce_range = _reduce_range(engine, weight_bits, act_bits)
     return QATReport(
         weight_bits=weight_bits,
