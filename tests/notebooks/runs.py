@@ -24,7 +24,11 @@ def run(tmp_path, name: str, *, twice: bool = False, **parameters) -> dict:
         nbformat.write(doubled(nbformat.read(NOTEBOOKS / name, as_version=4)), source)
     result = execute(source, tmp_path / name, parameters)
     assert result.status == "ok", result.error
-    return result.records
+    records = result.records
+    if "claims_checked" in records:  # every run of a notebook that checks its claims
+        assert records["claims_failed"] == 0, (name, parameters, records["claims_failed"])
+        assert "claims_skipped" in records, name
+    return records
 
 
 def quiet() -> bool:
