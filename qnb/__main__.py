@@ -11,7 +11,7 @@
   python -m qnb models [--jobs N]                  retrain the shipped weights (data/weights)
   python -m qnb assignments build --out DIR [NOTEBOOK...]
                       an nbgrader course: DIR/source and DIR/release (nbgrader's
-                      generate_assignment); grade it with nbgrader (README, For instructors)
+                      generate_assignment); grade it with nbgrader (docs/instructors.md)
 
 Exit status: 0 all runs ok, 1 some run failed, 2 bad input (nothing ran).
 """
@@ -100,7 +100,7 @@ def _add_assignments(commands: argparse._SubParsersAction) -> None:
         description="One nbgrader assignment per notebook: DIR/nbgrader_config.py, "
         "DIR/source/NN_topic/ (the notebook with its solutions) and DIR/release/NN_topic/ (the "
         "students' version, made by `nbgrader generate_assignment`). Grading is nbgrader's: "
-        "autograde, generate_feedback, export (see the README, 'For instructors').",
+        "autograde, generate_feedback, export (see docs/instructors.md).",
     )
     build.add_argument(
         "notebooks", nargs="*", metavar="NOTEBOOK", help="default: every notebooks/NN_*.ipynb"
@@ -111,7 +111,7 @@ def _add_assignments(commands: argparse._SubParsersAction) -> None:
 GRADING_MOVED = (
     "'assignments grade' is gone: grading is nbgrader's. In the course folder: "
     "nbgrader autograde ASSIGNMENT, then nbgrader generate_feedback ASSIGNMENT and "
-    "nbgrader export (README, 'For instructors')"
+    "nbgrader export (docs/instructors.md)"
 )
 
 

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config):
-    # The test tiers: `make unit` runs what is not slow, `make slow` the rest; `make test` both.
+    # The unit tests' halves: `make test-fast` runs what is not slow, `make test-slow` the rest;
+    # `make test-units` and `make test` run both.
     config.addinivalue_line(
         "markers", "slow: takes a minute or more on 2 cores (torch.compile, training)"
     )

@@ -247,7 +247,7 @@ def test_the_command_line_refuses_bad_input_before_writing_anything(tmp_path, ca
 def test_grading_is_nbgraders_the_old_grade_command_says_so(capsys):
     assert main(["assignments", "grade", "x.ipynb"]) == 2
     err = capsys.readouterr().err
-    assert "nbgrader autograde" in err and "README" in err
+    assert "nbgrader autograde" in err and "docs/instructors.md" in err
 
 
 def test_a_notebook_without_nbgrader_cells_is_skipped_not_released(tmp_path, capsys):

@@ -8,8 +8,8 @@ test by name; so does a package pip would add that the lock does not pin (its ve
 float), and a yanked pin. pip evaluates environment markers against the interpreter running it,
 even with --platform, so the subprocess first gives pip the target's marker environment
 (`sys_platform`, `platform_system`, ...). The four resolutions run in parallel (about 100 s of
-CPU in all, 2.5 minutes on a busy 2-core machine; marked slow, so `make slow` and `make test` run
-them); they are skipped, saying why, only when the registry cannot be reached.
+CPU in all, 2.5 minutes on a busy 2-core machine; marked slow, so `make test-slow` and `make test`
+run them); they are skipped, saying why, only when the registry cannot be reached.
 """
 
 from __future__ import annotations

@@ -67,6 +67,33 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test\b", ci, re.M)
 
 
+PAGES = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_readme_is_a_front_door_to_the_other_pages():
+    """The README stays short and links every page; no relative link of any page is broken."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme) < 8000, f"README.md has {len(readme)} characters"
+    for page in ("docs/sweeps.md", "docs/instructors.md", "docs/platforms.md", "CONTRIBUTING.md"):
+        assert f"]({page})" in readme, page
+    for page in PAGES:
+        for link in re.findall(r"\]\(([^)#]+)[^)]*\)", page.read_text()):
+            if not link.startswith(("http://", "https://")):
+                assert (page.parent / link).exists(), f"{page.name} links to {link}"
+
+
+def test_the_pages_name_only_targets_that_make_help_lists():
+    listed = set(re.findall(r"^  ([a-z][a-z-]*) ", _make("help").stdout, re.M))
+    assert {"run", "test", "lab", "setup", "test-units", "test-browser", "lock"} <= listed
+    for page in PAGES:
+        text = page.read_text()
+        commands = re.findall(r"`make ([^`]*)`", text) + re.findall(r"^make (.*)$", text, re.M)
+        for command in commands:  # the words before a comment or `&&` that look like targets
+            words = re.split(r"#|&&", command)[0].split()
+            targets = {w for w in words if re.fullmatch(r"[a-z][a-z-]*", w)}
+            assert targets <= listed, f"{page.name}: make {command}"
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, "no notebooks found"
 
@@ -147,7 +174,9 @@ def test_make_lock_keeps_markers_and_writes_environment_yml(tmp_path):
     """`make lock` from an environment holding this platform's pins reproduces both files."""
     from packaging.requirements import Requirement
 
-    for name in ("Makefile", "requirements.lock", "environment.yml", "pyproject.toml"):
+    (tmp_path / "tools").mkdir()
+    copied = ("Makefile", "tools/lock.py", "requirements.lock", "environment.yml", "pyproject.toml")
+    for name in copied:
         (tmp_path / name).write_bytes((REPO / name).read_bytes())
     here = [Requirement(line) for line in _lock_lines()]
     freeze = [str(r).split(";")[0] for r in here if r.marker is None or r.marker.evaluate()]
@@ -159,6 +188,7 @@ def test_make_lock_keeps_markers_and_writes_environment_yml(tmp_path):
     (venv / "freeze.txt").write_text("\n".join(freeze) + "\n")
     (venv / "bin" / "pip").write_text(f'#!/bin/sh\ncat "{venv / "freeze.txt"}"\n')
     (venv / "bin" / "pip").chmod(0o755)
+    (venv / "bin" / "python").symlink_to(sys.executable)  # runs tools/lock.py
     (venv / ".ready").touch()
     done = _make("lock", f"VENV={venv}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
