@@ -209,7 +209,8 @@ def window_losses(model: nn.Module, split: str = "test", limit: int | None = Non
                   ) -> torch.Tensor:
     """The mean loss (nats per byte) of each evaluation window of `split` (or its first `limit`
     bytes), in order: all windows have `model.context` bytes, so their mean is the split's mean
-    loss, and two models' windows pair up for a paired comparison (`qnb.stats.paired_mean_diff`)."""
+    loss, and two models' windows pair up for a paired comparison (`qnb.stats.Family.loss`, one
+    array per training seed for each model)."""
     losses = []
     was_training = model.training
     model.eval()

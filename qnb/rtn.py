@@ -1,13 +1,25 @@
-"""Weight-only round-to-nearest (RTN) on a symmetric signed grid, per tensor, per output channel
-or per group of input columns: the baseline every LLM weight quantizer is compared against.
+"""Weight-only round-to-nearest (RTN) per tensor, per output channel or per group of input
+columns, on a symmetric or an asymmetric grid: the baseline every LLM weight quantizer is compared
+against.
 
-A `bits`-wide signed code lies in qmin..qmax = -2^(bits-1)..2^(bits-1)-1. One scale covers a
-group of weights: the whole tensor ("tensor"), one output row ("channel"), or, for an int g,
-g consecutive input columns of one row (the "per-group" int4/int3 of llama.cpp, AWQ and GPTQ;
-Frantar et al. 2023, arXiv:2210.17323, section 5). The scale is max|w| over the group / qmax, so
-the largest weight lands on +-qmax; codes are round-half-even(w / scale) clamped to qmin..qmax
-(the clamp only matters for other algorithms, such as GPTQ, that move weights before rounding).
-An all-zero group gets scale 1 (its codes are 0). Symmetric: no zero points are stored.
+One scale covers a group of weights: the whole tensor ("tensor"), one output row ("channel"), or,
+for an int g, g consecutive input columns of one row (the "per-group" int4/int3 of llama.cpp, AWQ
+and GPTQ; Frantar et al. 2023, arXiv:2210.17323, section 5).
+
+- **Symmetric** (the default): a `bits`-wide signed code lies in qmin..qmax =
+  -2^(bits-1)..2^(bits-1)-1; the scale is max|w| over the group / qmax, so the largest weight
+  lands on +-qmax; codes are round-half-even(w / scale) clamped to qmin..qmax (the clamp only
+  matters for other algorithms, such as GPTQ, that move weights before rounding). RTN's codes
+  therefore never reach qmin: the grid has 2^bits - 1 usable levels (7 of 8 at 3 bits). An
+  all-zero group gets scale 1 (its codes are 0). No zero points are stored.
+- **Asymmetric** (`symmetric=False`, `asymmetric_codes`): unsigned codes 0..2^bits-1 and one
+  integer zero point per group, as GPTQ's reference quantizer (`sym=False`) and AWQ's
+  `pseudo_quantize_tensor` compute them: lo = min(min w, 0), hi = max(max w, 0) over the group,
+  scale = (hi - lo) / (2^bits - 1), zero point = round(-lo / scale) (in 0..2^bits-1), codes
+  clamp(round(w / scale) + zero point, 0, 2^bits-1), value (code - zero point) * scale. All
+  2^bits levels span the group's own range. GPTQ's and AWQ's int4/int3 exports store these zero
+  points packed at the weight's bit width (`qzeros`), one per group beside an fp16 scale: that
+  is what `bits_per_weight(..., symmetric=False)` counts.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ __all__ = [
     "column_scales",
     "round_codes",
     "quantize_codes",
+    "asymmetric_codes",
     "quantize_weight",
     "bits_per_weight",
     "linear_layers",
@@ -121,23 +134,73 @@ def quantize_codes(weight: torch.Tensor, bits: int, granularity: str | int
     return codes, scales
 
 
-def quantize_weight(weight: torch.Tensor, bits: int, granularity: str | int) -> torch.Tensor:
-    """`weight` rounded to its nearest point of the symmetric `bits`-wide grid (same shape and
-    dtype): one scale per tensor ("tensor"), per output row ("channel") or per row and group of
-    `granularity` input columns (an int).
+def _groups(w: torch.Tensor, granularity: str | int) -> torch.Tensor:
+    """`w` (rows, in_features) as (rows or 1, groups, group size): the weights each scale covers."""
+    if granularity == "tensor":
+        return w.reshape(1, 1, -1)
+    if granularity == "channel":
+        return w.unsqueeze(1)
+    return w.reshape(w.shape[0], -1, granularity)
+
+
+def asymmetric_codes(weight: torch.Tensor, bits: int, granularity: str | int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes, scales, zero_points) of RTN on the asymmetric grid (see the module docstring):
+    unsigned codes 0..2^bits-1 (uint8, `weight`'s shape), the scales shaped as
+    `weight_scales`'s (in the weight's dtype) and one integer zero point per scale (int16, same
+    shape). `(codes - column_scales(zero_points)) * column_scales(scales)` is the quantized
+    weight. An all-zero group gets scale 1 and zero point 0.
 
     Taught in notebook 12 (llm_weight_quantization)."""
+    w = _check_weight(weight)
+    bits = checks.check_bits("bits", bits, 2, 8)
+    granularity = check_granularity(granularity, w.shape[1])
+    levels = 2**bits - 1
+    groups = _groups(w, granularity)
+    lo = groups.amin(dim=2).clamp(max=0)
+    hi = groups.amax(dim=2).clamp(min=0)
+    span = hi - lo
+    scales = torch.where(span > 0, span / levels, torch.ones_like(span))
+    zero_points = torch.round(-lo / scales).clamp_(0, levels)
+    full_scales = column_scales(scales, w.shape[1])
+    full_zeros = column_scales(zero_points, w.shape[1])
+    codes = (torch.round(w / full_scales) + full_zeros).clamp_(0, levels)
+    return codes.to(torch.uint8), scales, zero_points.to(torch.int16)
+
+
+def quantize_weight(weight: torch.Tensor, bits: int, granularity: str | int, *,
+                    symmetric: bool = True) -> torch.Tensor:
+    """`weight` rounded to its nearest point of the `bits`-wide grid (same shape and dtype): one
+    scale per tensor ("tensor"), per output row ("channel") or per row and group of
+    `granularity` input columns (an int); symmetric (signed codes, no zero point) or, with
+    `symmetric=False`, asymmetric (one zero point per scale, `asymmetric_codes`).
+
+    Taught in notebook 12 (llm_weight_quantization)."""
+    _check_symmetric(symmetric)
+    if not symmetric:
+        codes, scales, zero_points = asymmetric_codes(weight, bits, granularity)
+        n = weight.shape[1]
+        return ((codes.to(weight.dtype) - column_scales(zero_points, n).to(weight.dtype))
+                * column_scales(scales, n))
     codes, scales = quantize_codes(weight, bits, granularity)
     return codes.to(weight.dtype) * column_scales(scales, weight.shape[1])
 
 
+def _check_symmetric(symmetric: object) -> bool:
+    if not isinstance(symmetric, bool):
+        raise TypeError(f"symmetric must be True (signed codes, no zero point) or False (one zero "
+                        f"point per scale), got {symmetric!r}")
+    return symmetric
+
+
 def bits_per_weight(in_features: int, out_features: int, bits: int, granularity: str | int,
-                    scale_bits: int = 16) -> float:
+                    scale_bits: int = 16, *, symmetric: bool = True) -> float:
     """Storage per weight of a quantized (out_features, in_features) Linear, scales included:
     bits + scale_bits / g per group of g, bits + scale_bits / in_features per channel,
     bits + scale_bits / (in_features * out_features) per tensor. Every scale is stored in
-    `scale_bits` (fp16 by default, the tensor's single scale too); the grid is symmetric, so
-    there are no zero points. Biases are not counted.
+    `scale_bits` (fp16 by default, the tensor's single scale too). The symmetric grid stores no
+    zero points; the asymmetric one (`symmetric=False`) stores one per scale, `bits` wide (as
+    GPTQ's and AWQ's packed `qzeros`): bits + (scale_bits + bits) / g. Biases are not counted.
 
     Taught in notebook 12 (llm_weight_quantization)."""
     in_features = checks.check_int("in_features", in_features, 1)
@@ -145,8 +208,9 @@ def bits_per_weight(in_features: int, out_features: int, bits: int, granularity:
     bits = checks.check_bits("bits", bits, 2, 8)
     scale_bits = checks.check_int("scale_bits", scale_bits, 1, 64)
     granularity = check_granularity(granularity, in_features)
+    per_group = scale_bits + (0 if _check_symmetric(symmetric) else bits)
     per_scale = {"tensor": in_features * out_features, "channel": in_features}
-    return bits + scale_bits / per_scale.get(granularity, granularity)
+    return bits + per_group / per_scale.get(granularity, granularity)
 
 
 def linear_layers(model: nn.Module, keep: Iterable[str] = ()) -> dict[str, nn.Linear]:
@@ -178,10 +242,11 @@ def linear_layers(model: nn.Module, keep: Iterable[str] = ()) -> dict[str, nn.Li
 
 
 def model_bits_per_weight(model: nn.Module, bits: int, granularity: str | int,
-                          keep: Iterable[str] = (), scale_bits: int = 16) -> float:
+                          keep: Iterable[str] = (), scale_bits: int = 16, *,
+                          symmetric: bool = True) -> float:
     """`bits_per_weight` averaged over the quantized Linears (all but `keep`), weighted by their
     weight counts; the kept layers and everything else (embeddings, norms, biases) are not
-    counted.
+    counted. `symmetric=False` counts a zero point per scale.
 
     Taught in notebook 12 (llm_weight_quantization)."""
     layers = linear_layers(model, keep)
@@ -191,17 +256,19 @@ def model_bits_per_weight(model: nn.Module, bits: int, granularity: str | int,
         count = layer.in_features * layer.out_features
         total += count
         cost += count * bits_per_weight(layer.in_features, layer.out_features, bits,
-                                        granularity, scale_bits)
+                                        granularity, scale_bits, symmetric=symmetric)
     return cost / total
 
 
 def quantize_linears(model: nn.Module, bits: int, granularity: str | int, *,
-                     keep: Iterable[str] = ()) -> nn.Module:
+                     keep: Iterable[str] = (), symmetric: bool = True) -> nn.Module:
     """An eval-mode copy of `model` whose nn.Linear weights (all but the layers named in `keep`)
-    are replaced by `quantize_weight(weight, bits, granularity)`; `model` is not changed.
+    are replaced by `quantize_weight(weight, bits, granularity, symmetric=symmetric)`; `model`
+    is not changed.
 
     Taught in notebook 12 (llm_weight_quantization)."""
     grid(bits)
+    _check_symmetric(symmetric)
     checks.check_model(model)
     quantized = copy.deepcopy(model).eval()
     layers = linear_layers(quantized, keep)
@@ -209,5 +276,6 @@ def quantize_linears(model: nn.Module, bits: int, granularity: str | int, *,
         check_granularity(granularity, layer.in_features, name)
     with torch.no_grad():
         for layer in layers.values():
-            layer.weight.copy_(quantize_weight(layer.weight, bits, granularity))
+            layer.weight.copy_(quantize_weight(layer.weight, bits, granularity,
+                                               symmetric=symmetric))
     return quantized

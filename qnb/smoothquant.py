@@ -16,7 +16,18 @@ alpha = 0.5 splits the difficulty evenly (the paper's default for most models). 
 simulates the int8 weights-and-activations model the paper deploys: per-channel int8 weights
 (`qnb.rtn`) and per-tensor or per-token int8 inputs computed on the fly (dynamic).
 `inject_outlier` makes a float-equivalent model with one outlier channel, for a small model that
-has none of its own (the paper's outliers emerge in models of 6.7B parameters and up).
+has none of its own (the paper's outliers emerge in models of 6.7B parameters and up). It
+multiplies a LayerNorm channel by a factor and divides the matching weight column by it: the
+smoothing scale of that channel then grows by exactly the same factor, so SmoothQuant maps the
+injected model back onto the smoothed original (an identity, not a repair).
+
+`inject_first_token_outlier` makes an outlier that varies by token, which no per-channel scale
+can undo: one LayerNorm channel is larger by `size` at the first position of every sequence only
+(as the "massive activations" of large LLMs sit on the first token; Sun et al. 2024,
+arXiv:2402.17762). The float model stays the same: a LayerNorm's normalized outputs sum to zero
+over the channels, so the key and value rows of the attention's `qkv` Linear can be rewritten
+to read the other channels instead of this one, and the first position's query does nothing in
+causal attention (it attends to one key, with weight 1).
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from qnb import checks, rtn
 from qnb.calibration import input_batches
@@ -40,6 +52,8 @@ __all__ = [
     "smoothing_scales",
     "smooth",
     "inject_outlier",
+    "FirstTokenSpikeNorm",
+    "inject_first_token_outlier",
     "quantize_activation",
     "W8A8Linear",
     "w8a8",
@@ -253,21 +267,106 @@ def inject_outlier(model: nn.Module, norm: str, channel: int, factor: float,
     return changed
 
 
+class FirstTokenSpikeNorm(nn.LayerNorm):
+    """A LayerNorm whose normalized input gets `spike` (one value per channel) added at the first
+    position (dimension -2) of each sequence, before its weight and bias: the output there is
+    larger by `spike * weight`. SmoothQuant's division of the weight and bias by s scales the
+    spike with them."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__(norm.normalized_shape, eps=norm.eps,
+                         elementwise_affine=norm.weight is not None, bias=norm.bias is not None)
+        self.load_state_dict(norm.state_dict())
+        self.register_buffer("spike", torch.zeros(norm.normalized_shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2:
+            raise ValueError(f"FirstTokenSpikeNorm needs a sequence dimension (..., time, "
+                             f"channels), got shape {tuple(x.shape)}")
+        n = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
+        first = torch.zeros(x.shape[-2], 1, dtype=n.dtype)
+        first[0] = 1
+        n = n + first * self.spike
+        if self.weight is not None:
+            n = n * self.weight
+        return n + self.bias if self.bias is not None else n
+
+
+def inject_first_token_outlier(model: nn.Module, norm: str, channel: int, size: float,
+                               qkv: str) -> nn.Module:
+    """An eval-mode copy of `model` whose LayerNorm `norm` outputs `size` more in channel
+    `channel` at the first position of every sequence (a `FirstTokenSpikeNorm`), with the same
+    float outputs (up to rounding) when `norm` feeds only `qkv`, the Linear of a causal
+    attention whose output rows are queries, keys, values in thirds (as `qnb.lm.TinyLM`'s).
+
+    How the float outputs stay the same: with x = weight * n + bias the LayerNorm's output and
+    sum(n) = 0 over the channels, x_channel = -weight_c * sum_i (x_i - bias_i) / weight_i over the
+    other channels + bias_c, so the key and value rows of `qkv` are rewritten to read the other
+    channels instead (W -= W[:, c] * weight_c / weight; b += W[:, c] * weight_c *
+    sum(bias / weight); their column `channel` becomes 0). Only the query rows still read the
+    channel, and at the first position a causal attention's query attends to its own key alone,
+    with weight 1, whatever its value. `size` 0 gives the rewritten model without the spike.
+
+    Taught in notebook 12 (llm_weight_quantization)."""
+    checks.check_model(model)
+    if isinstance(size, bool) or not isinstance(size, numbers.Real) or not (
+            math.isfinite(size) and size >= 0):
+        raise ValueError(f"size must be a finite number >= 0, got {size!r}")
+    ((norm, (qkv,)),) = _check_pairs(model, [(norm, [qkv])])
+    modules = dict(model.named_modules())
+    channels = modules[norm].normalized_shape[-1]
+    if modules[qkv].out_features != 3 * channels:
+        raise ValueError(f"qkv: {qkv!r} must output queries, keys and values ({3 * channels} "
+                         f"features), got out_features={modules[qkv].out_features}")
+    channel = checks.check_int("channel", channel, 0, channels - 1)
+    gamma = modules[norm].weight.detach().to(torch.float64)
+    if (gamma == 0).any():
+        raise ValueError(f"{norm!r} has a zero weight in channel "
+                         f"{int((gamma == 0).nonzero()[0])}: the other channels cannot stand in "
+                         "for this one")
+    changed = copy.deepcopy(model).eval()
+    modules = dict(changed.named_modules())
+    old = modules[norm]
+    beta = (old.bias.detach().to(torch.float64) if old.bias is not None
+            else torch.zeros_like(gamma))
+    spiked = FirstTokenSpikeNorm(old)
+    with torch.no_grad():
+        spiked.spike[channel] = float(size) / float(gamma[channel])
+        linear = modules[qkv]
+        rows = slice(channels, 3 * channels)  # keys and values
+        w = linear.weight[rows].to(torch.float64)
+        column = w[:, channel].clone()
+        w -= column[:, None] * (gamma[channel] / gamma)[None, :]
+        w[:, channel] = 0
+        linear.weight[rows] = w.to(linear.weight.dtype)
+        if linear.bias is None:
+            linear.bias = nn.Parameter(torch.zeros(linear.out_features,
+                                                   dtype=linear.weight.dtype))
+        shift = column * gamma[channel] * (beta / gamma).sum()
+        linear.bias[rows] += shift.to(linear.bias.dtype)
+    parent_name, _, attr = norm.rpartition(".")
+    setattr(changed.get_submodule(parent_name) if parent_name else changed, attr, spiked)
+    return changed
+
+
 def quantize_activation(x: torch.Tensor, granularity: str = "tensor", bits: int = 8
                         ) -> torch.Tensor:
     """`x` fake-quantized on a symmetric signed grid: one scale max|x| / qmax for the whole tensor
     ("tensor") or per row of x flattened to (tokens, channels) ("token"); codes
-    round-half-even, clamped to qmin..qmax; an all-zero tensor or row stays zero.
+    round-half-even(x / scale), clamped to qmin..qmax; an all-zero tensor or row stays zero.
+    (The range comes from one `torch.aminmax` pass and the rounding runs in place on one new
+    tensor: a W8A8 simulation spends most of its time here.)
 
     Taught in notebook 12 (llm_weight_quantization)."""
     checks.check_choice("granularity", granularity, ACTIVATION_GRANULARITIES)
     qmin, qmax = rtn.grid(bits)
     if granularity == "tensor":
-        top = x.abs().amax()
+        lo, hi = torch.aminmax(x)
     else:
-        top = x.abs().amax(dim=-1, keepdim=True)
+        lo, hi = torch.aminmax(x, dim=-1, keepdim=True)
+    top = torch.maximum(-lo, hi)
     scale = torch.where(top > 0, top / qmax, torch.ones_like(top))
-    return torch.round(x / scale).clamp(qmin, qmax) * scale
+    return torch.div(x, scale).round_().clamp_(qmin, qmax).mul_(scale)
 
 
 class W8A8Linear(nn.Module):

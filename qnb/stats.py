@@ -62,7 +62,6 @@ __all__ = [
     "flips",
     "mcnemar_p",
     "paired_interval",
-    "paired_mean_diff",
     "min_detectable_diff",
     "compare",
     "spread",
@@ -174,27 +173,6 @@ def min_detectable_diff(
     n_items, seeds = check_int("n_items", n_items, 1), check_int("seeds", seeds, 1)
     alpha, power = _check_fraction("alpha", alpha, "0.05"), _check_fraction("power", power, "0.8")
     return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * sd / math.sqrt(n_items * seeds))
-
-
-def paired_mean_diff(
-    a: object, b: object, *, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
-) -> tuple[float, float, float]:
-    """`(diff, lo, hi)`: mean(b) - mean(a) of paired per-item values (the same items, e.g. the
-    loss of each text window under two models) and its paired bootstrap percentile interval
-    (the items drawn with replacement, the same ones for both). Seeded."""
-    a, b = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (a, b))
-    if a.shape != b.shape or not a.size:
-        raise ValueError(f"a and b must be paired values of the same non-zero length, got "
-                         f"{a.size} and {b.size}")
-    confidence = _check_confidence(confidence)
-    resamples = check_int("resamples", resamples, 100)
-    seed = check_int("seed", seed, 0)
-    d, rng = b - a, np.random.default_rng(seed)
-    means = np.concatenate([d[rng.integers(0, d.size, (min(1000, resamples - i), d.size))]
-                            .mean(axis=1) for i in range(0, resamples, 1000)])
-    tail = (1 - confidence) / 2
-    lo, hi = np.quantile(means, [tail, 1 - tail])
-    return float(d.mean()), float(lo), float(hi)
 
 
 @dataclass(frozen=True)

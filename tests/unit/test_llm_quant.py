@@ -1,7 +1,8 @@
 """Weight quantization for language models (qnb.rtn, qnb.smoothquant, qnb.gptq) on a small
-stand-in transformer defined here: RTN's grid and storage cost, activation statistics,
-SmoothQuant's float-preserving migration and its W8A8 recovery of an injected outlier, GPTQ's
-least-squares update, its brute-force bound and its gain over RTN, bad inputs."""
+stand-in transformer defined here: RTN's symmetric and asymmetric grids and their storage cost,
+activation statistics, SmoothQuant's float-preserving migration, its exact undoing of a
+per-channel injected outlier (an identity) and what it does against a first-token outlier,
+GPTQ's least-squares update, its brute-force bound and its gain over RTN, bad inputs."""
 
 from __future__ import annotations
 
@@ -148,11 +149,74 @@ def test_rtn_error_falls_with_bits_and_finer_groups():
     assert err(4, "tensor") > err(4, "channel") > err(4, 32) > err(4, 8)
 
 
+@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("granularity", ["channel", 16])
+def test_symmetric_rtn_never_uses_qmin(bits, granularity):
+    """max|w| / qmax puts the largest weight on +-qmax: -2^(bits-1) is never reached, so only
+    2^bits - 1 of the 2^bits codes are used (7 of 8 at 3 bits)."""
+    w = torch.randn(64, 64, generator=torch.Generator().manual_seed(bits))
+    codes, _ = rtn.quantize_codes(w, bits, granularity)
+    qmin, qmax = rtn.grid(bits)
+    assert int(codes.min()) == -qmax > qmin
+    assert len(codes.unique()) == 2**bits - 1
+
+
+def gptq_reference_asymmetric(w: torch.Tensor, bits: int, group: int) -> torch.Tensor:
+    """IST-DASLab/gptq's Quantizer (sym=False, perchannel) applied to each group of columns."""
+    rows = w.reshape(-1, group)
+    maxq = 2**bits - 1
+    xmin = torch.minimum(rows.min(1).values, torch.zeros(len(rows)))
+    xmax = torch.maximum(rows.max(1).values, torch.zeros(len(rows)))
+    scale = ((xmax - xmin) / maxq)[:, None]
+    zero = torch.round(-xmin[:, None] / scale)
+    q = torch.clamp(torch.round(rows / scale) + zero, 0, maxq)
+    return (scale * (q - zero)).reshape(w.shape)
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+@pytest.mark.parametrize("granularity", ["tensor", "channel", 16])
+def test_asymmetric_rtn_codes_zero_points_and_weight(bits, granularity):
+    w = torch.randn(12, 64, generator=torch.Generator().manual_seed(bits)) + 0.3
+    codes, scales, zeros = rtn.asymmetric_codes(w, bits, granularity)
+    levels = 2**bits - 1
+    assert codes.dtype == torch.uint8 and codes.shape == w.shape
+    assert zeros.dtype == torch.int16 and zeros.shape == scales.shape
+    assert scales.shape == rtn.weight_scales(w, bits, granularity).shape
+    assert int(codes.min()) == 0 and int(codes.max()) == levels  # both ends of the grid used
+    assert 0 <= int(zeros.min()) and int(zeros.max()) <= levels
+    full, zero = rtn.column_scales(scales, 64).expand_as(w), rtn.column_scales(zeros, 64)
+    w_hat = rtn.quantize_weight(w, bits, granularity, symmetric=False)
+    assert torch.equal(w_hat, (codes.float() - zero.float()) * full)
+    assert ((w - w_hat).abs() <= full / 2 * (1 + 1e-5)).all()  # nearest point: half a step
+    group = {"tensor": w.numel(), "channel": 64}.get(granularity, granularity)
+    assert torch.allclose(w_hat, gptq_reference_asymmetric(w, bits, group), atol=1e-6)
+    if isinstance(granularity, int):  # torch's own fake quantization, one "channel" per group
+        torch_hat = torch.fake_quantize_per_channel_affine(
+            w.reshape(-1, granularity), scales.reshape(-1), zeros.reshape(-1).int(), 0, 0,
+            levels).reshape(w.shape)
+        assert torch.allclose(w_hat, torch_hat, atol=1e-6)
+    sym = rtn.quantize_weight(w, bits, granularity)
+    assert (w_hat - w).square().mean() < (sym - w).square().mean()  # a finer step here
+
+
+def test_asymmetric_rtn_zero_group_and_one_signed_group():
+    w = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.5, 3.0]])
+    codes, scales, zeros = rtn.asymmetric_codes(w, 2, 4)  # 4 levels: 0..3
+    assert torch.equal(scales, torch.tensor([[1.0, 1.0]]))  # zero group: 1; [0, 3] / 3
+    assert zeros.tolist() == [[0, 0]] and codes.tolist() == [[0, 0, 0, 0, 0, 1, 2, 3]]
+    assert torch.equal(rtn.quantize_weight(w, 2, 4, symmetric=False),
+                       torch.tensor([[0.0, 0, 0, 0, 0, 1, 2, 3]]))
+
+
 def test_bits_per_weight():
     assert rtn.bits_per_weight(128, 512, 4, 32) == 4.5
     assert rtn.bits_per_weight(128, 512, 4, "channel") == 4 + 16 / 128
     assert rtn.bits_per_weight(128, 512, 3, "tensor") == 3 + 16 / (128 * 512)
     assert rtn.bits_per_weight(128, 512, 4, 64, scale_bits=32) == 4.5
+    # asymmetric: a zero point of the weight's width per scale (GPTQ's and AWQ's qzeros)
+    assert rtn.bits_per_weight(128, 512, 4, 128, symmetric=False) == 4 + 20 / 128
+    assert rtn.bits_per_weight(128, 512, 3, 64, symmetric=False) == 3 + 19 / 64
+    assert rtn.bits_per_weight(128, 512, 4, "channel", symmetric=False) == 4 + 20 / 128
     model = toy()
     bpw = rtn.model_bits_per_weight(model, 4, 32)
     assert bpw == 4.5
@@ -163,6 +227,7 @@ def test_bits_per_weight():
     want = sum(c * (4 + 16 / layers[n].in_features) for n, c in counts.items()) / sum(
         counts.values())
     assert mixed == pytest.approx(want) and "head" not in layers
+    assert rtn.model_bits_per_weight(model, 3, 32, symmetric=False) == 3 + 19 / 32
 
 
 def test_quantize_linears_copies_and_keeps():
@@ -182,6 +247,10 @@ def test_quantize_linears_copies_and_keeps():
     err8 = rel_mse(logits(rtn.quantize_linears(model, 8, "channel"), batches),
                    logits(model, batches))
     assert err8 < 1e-4 < err4 < 0.05  # seen: 1.8e-5 and 9e-4 (head kept in float)
+    asym = rtn.quantize_linears(model, 3, 16, symmetric=False)
+    for name, layer in rtn.linear_layers(model).items():
+        want = rtn.quantize_weight(layer.weight, 3, 16, symmetric=False)
+        assert torch.equal(dict(asym.named_modules())[name].weight, want), name
 
 
 def test_rtn_bad_inputs():
@@ -216,6 +285,14 @@ def test_rtn_bad_inputs():
         rtn.quantize_linears(nn.Linear(4, 4), 4, "channel", keep=[""])
     with pytest.raises(ValueError, match="in_features=64"):
         rtn.model_bits_per_weight(model, 4, 48)
+    with pytest.raises(TypeError, match="symmetric must be True .* or False"):
+        rtn.quantize_weight(w, 4, "channel", symmetric="no")
+    with pytest.raises(TypeError, match="symmetric must be True"):
+        rtn.bits_per_weight(12, 4, 4, "channel", symmetric=1)
+    with pytest.raises(TypeError, match="symmetric must be True"):
+        rtn.quantize_linears(model, 4, "channel", symmetric=None)
+    with pytest.raises(ValueError, match=r"bits must be an int in 2\.\.8, got 1"):
+        rtn.asymmetric_codes(w, 1, "channel")
 
 
 # --- SmoothQuant ----------------------------------------------------------------------------
@@ -301,6 +378,63 @@ def test_smooth_uses_every_linear_of_a_pair_for_the_weight_max():
     assert torch.allclose(smoothed.blocks[0].norm2.weight, model.blocks[0].norm2.weight / s)
     assert torch.allclose(smoothed.blocks[1].attn.qkv.weight, model.blocks[1].attn.qkv.weight * s)
     assert torch.equal(smoothed.blocks[1].norm1.weight, model.blocks[1].norm1.weight)
+
+
+def test_smoothquant_undoes_a_per_channel_injection_exactly():
+    """The injection multiplies a LayerNorm channel by f and divides the weight column by f: the
+    smoothing scale of the channel becomes f times the original one, and the smoothed injected
+    model is the smoothed original (an identity), whatever alpha."""
+    model, batches = toy(), tokens()
+    for alpha in (0.25, 0.5, 0.75):
+        a = smoothquant.smooth(model, batches, alpha)
+        b = smoothquant.smooth(with_outliers(model), batches, alpha)
+        for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+            assert torch.allclose(pa, pb, rtol=1e-5, atol=1e-6), (alpha, name)
+
+
+def test_first_token_outlier_keeps_the_outputs_and_spikes_one_position():
+    model, batches = toy(), tokens()
+    before = state(model)
+    size = 200.0
+    out = smoothquant.inject_first_token_outlier(model, "blocks.0.norm1", 5, size, QKV0)
+    assert same_state(before, state(model)) and not out.training
+    assert isinstance(out.blocks[0].norm1, smoothquant.FirstTokenSpikeNorm)
+    want = logits(model, batches)
+    assert float((logits(out, batches) - want).abs().max()) < 1e-4 * float(want.abs().max())
+    x = calibration.capture(model, QKV0, batches)
+    y = calibration.capture(out, QKV0, batches)
+    assert torch.allclose(y[:, 0, 5], x[:, 0, 5] + size, atol=1e-3)  # first position: + size
+    assert torch.allclose(y[:, 1:], x[:, 1:], atol=1e-5)  # every other position as it was
+    assert torch.allclose(y[:, 0, :5], x[:, 0, :5], atol=1e-5)
+    keys_values = out.blocks[0].attn.qkv.weight[D:]
+    assert torch.equal(keys_values[:, 5], torch.zeros(2 * D))  # only the queries read it
+    assert torch.equal(out.blocks[0].attn.qkv.weight[:D], model.blocks[0].attn.qkv.weight[:D])
+    ratio = smoothquant.activation_stats(out, batches, [QKV0])[0].outlier_ratio
+    assert ratio > 30
+    control = smoothquant.inject_first_token_outlier(model, "blocks.0.norm1", 5, 0.0, QKV0)
+    assert torch.allclose(calibration.capture(control, QKV0, batches), x, atol=1e-5)
+    smoothed = smoothquant.smooth(out, batches, 0.5)  # the spike is scaled with the norm
+    assert float((logits(smoothed, batches) - want).abs().max()) < 1e-4 * float(
+        want.abs().max())
+    clean = rel_mse(logits(smoothquant.w8a8(control), batches), want)
+    spiky = rel_mse(logits(smoothquant.w8a8(out), batches), want)
+    assert spiky > 10 * clean  # per-tensor W8A8: the spike sets every token's step
+
+
+def test_first_token_outlier_bad_inputs():
+    model = toy()
+    with pytest.raises(ValueError, match="size must be a finite number >= 0"):
+        smoothquant.inject_first_token_outlier(model, "blocks.0.norm1", 0, -1.0, QKV0)
+    with pytest.raises(ValueError, match=r"must output queries, keys and values \(192"):
+        smoothquant.inject_first_token_outlier(model, "blocks.1.norm2", 0, 1.0, FC1_1)
+    with pytest.raises(ValueError, match=r"'blocks.0.norm2' \(LayerNorm\) fed by"):
+        smoothquant.inject_first_token_outlier(model, "blocks.0.norm1", 0, 1.0, "blocks.0.norm2")
+    with torch.no_grad():
+        model.blocks[0].norm1.weight[3] = 0
+    with pytest.raises(ValueError, match="zero weight in channel 3"):
+        smoothquant.inject_first_token_outlier(model, "blocks.0.norm1", 0, 1.0, QKV0)
+    with pytest.raises(ValueError, match="sequence dimension"):
+        smoothquant.FirstTokenSpikeNorm(nn.LayerNorm(4))(torch.randn(4))
 
 
 def test_quantize_activation_per_tensor_and_per_token():
