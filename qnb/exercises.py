@@ -403,10 +403,10 @@ def check_best_clip(answer: float, activations: torch.Tensor, bits: int) -> None
 
 @_needs_answer
 def check_sweep_gap(answer: dict, results_csv: str) -> None:
-    """Exercise 13.1: mean SQNR gap (asymmetric - symmetric on ReLU data) per compare_bits."""
+    """Exercise 15.1: mean SQNR gap (asymmetric - symmetric on ReLU data) per compare_bits."""
     import pandas as pd
 
-    name = "Exercise 13.1"
+    name = "Exercise 15.1"
     table = pd.read_csv(results_csv)
     ok = table[table.status == "ok"]
     gap = ok.sqnr_relu_asymmetric_db - ok.sqnr_relu_symmetric_db
@@ -614,10 +614,10 @@ def check_dynamic_qparams(
 
 @_needs_answer
 def check_shard(answer: list, notebook: str, grid: dict, shard: str) -> None:
-    """Exercise 13.2: the run names one shard `I/N` of a sweep executes."""
+    """Exercise 15.2: the run names one shard `I/N` of a sweep executes."""
     from qnb import sweep
 
-    name = "Exercise 13.2"
+    name = "Exercise 15.2"
     index, count = sweep.parse_shard(shard)
     want = [run.name for run in sweep.shard(sweep.plan([notebook], grid), index, count)]
     if not isinstance(answer, list | tuple):
@@ -868,7 +868,7 @@ def check_amdahl(function: Callable[[float, float], float]) -> None:
     _passed(name, "with p = 0.9 and k = 4 the model gets 3.08x, not 4x")
 
 
-# --- the core of a technique, written by the student: 02.3, 03.3, 05.3, 06.3, 09.3, 10.3, 13.3 --
+# --- the core of a technique, written by the student: 02.3, 03.3, 05.3, 06.3, 09.3, 10.3, 15.3 --
 # Each takes `seed`: the visible check uses seed 0, the hidden tests other seeds (other data, and
 # where it matters other bits), so an answer tuned to the visible case does not pass.
 
@@ -1325,9 +1325,9 @@ def check_paired_speedup(fn: Callable[[list, list], tuple], seed: int = 0) -> No
 
 @_needs_answer
 def check_grid(fn: Callable[[dict], list], seed: int = 0) -> None:
-    """Exercise 13.3: `fn(grid)` expands {name: [values]} into one dict of parameters per run:
+    """Exercise 15.3: `fn(grid)` expands {name: [values]} into one dict of parameters per run:
     every combination, the first parameter varying slowest, as `qnb sweep` plans them."""
-    name = "Exercise 13.3"
+    name = "Exercise 15.3"
     grids = [
         {"model_name": ["plain_cnn", "depthwise_cnn"], "bits": [2, 4, 8], "seed": [0, 1]},
         {"engine": ["x86", "qnnpack"], "calib_images": [64, 256, 1024]},
@@ -1744,3 +1744,181 @@ def check_gptq_step(fn: Callable[..., torch.Tensor]) -> None:
     bad = int(torch.argmax((got - want).abs().amax(dim=0)))
     _fail(name, f"column {bad} differs from GPTQ's update (largest difference "
                 f"{float((got - want)[:, bad].abs().max()):.3g})")
+
+
+def _awq_scales(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """AWQ's scales (llm-awq's `get_act_scale` and `_search_module_scale`), in float64."""
+    s = x.double().abs().reshape(-1, x.shape[-1]).mean(dim=0).pow(alpha).clamp(min=1e-4)
+    return s / (s.max() * s.min()).sqrt()
+
+
+def _normalized(s: torch.Tensor) -> torch.Tensor:
+    return s / (s.max() * s.min()).sqrt()
+
+
+@_needs_answer
+def check_awq_scales(fn: Callable[..., torch.Tensor]) -> None:
+    """Exercise 12.3: AWQ's per-channel scales: each input channel's mean magnitude to the power
+    alpha, normalized by sqrt(max * min)."""
+    name = "Exercise 12.3"
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(4, 16, 8, generator=gen) * torch.linspace(0.2, 3.0, 8)  # (batch, tokens, ch)
+    x[0, 3, 2] = 40.0  # one token's spike in channel 2: a large maximum, an ordinary mean
+    flat = x.double().abs().reshape(-1, 8)
+    for alpha in (0.5, 0.25):
+        want = _awq_scales(x, alpha)
+        got = fn(x.clone(), alpha)
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            _fail(name, f"return one scale per input channel (a tensor of shape (8,) for inputs "
+                        f"of shape {tuple(x.shape)}), got {shape}")
+        got = got.detach().double()
+        if torch.allclose(got, want, rtol=1e-5):
+            continue
+        if torch.allclose(got, _normalized(flat.amax(dim=0).pow(alpha)), rtol=1e-5):
+            _fail(name, "that is the maximum of each channel (SmoothQuant's statistic); AWQ's "
+                        "scale uses the mean magnitude of each input channel over all tokens "
+                        "(mean of |x|): a channel large on one token only is not salient")
+        if torch.allclose(got, flat.mean(dim=0).pow(alpha), rtol=1e-5):
+            _fail(name, "normalize the scales: divide them by sqrt(max(s) * min(s)), as AWQ "
+                        "does, so that they straddle 1")
+        signed = x.double().reshape(-1, 8).mean(dim=0)
+        if torch.allclose(got, _normalized(signed.abs().pow(alpha)), rtol=1e-5):
+            _fail(name, "take the magnitude first: the mean of |x|, not |mean of x| (positive "
+                        "and negative values cancel)")
+        for other in (1.0, 0.5, 0.25, 0.0):
+            if other != alpha and torch.allclose(got, _awq_scales(x, other), rtol=1e-5):
+                _fail(name, f"use the `alpha` passed in ({alpha}), got the scales of alpha "
+                            f"{other}")
+        bad = int(torch.argmax((got - want).abs()))
+        _fail(name, f"channel {bad}: {float(got[bad]):.4g}, expected {float(want[bad]):.4g} "
+                    "(mean |x| over every token of the channel, to the power alpha, then "
+                    "divided by sqrt(max * min) of all channels)")
+    top = _awq_scales(x, 0.5)
+    maxed = _normalized(flat.amax(dim=0).pow(0.5))
+    _passed(name, f"s_j = mean|x_j|^alpha / sqrt(max s * min s): channel 2 (one token at 40) "
+                  f"gets {float(top[2]):.2f}, where its maximum would have given "
+                  f"{float(maxed[2]):.2f}")
+
+
+# ---- notebook 13 (number_formats): the E4M3 encoder and the MX block scale ----
+
+
+def _e4m3_inputs() -> dict[str, np.ndarray]:
+    """Finite float32 test values for an E4M3 encoder, by class."""
+    grid = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float().numpy()
+    grid = np.unique(grid[np.isfinite(grid) & (grid >= 0)]).astype(np.float64)
+    rng = np.random.default_rng(13)
+    normal = np.exp2(rng.uniform(-6, np.log2(448), 300))
+    ties = (grid[:-1] + grid[1:]) / 2  # exactly halfway between two neighbouring values
+    classes = {
+        "normal": np.concatenate([normal, grid[grid >= 2.0**-6]]),
+        "tie": ties,  # subnormal ties included
+        "subnormal": np.concatenate([grid[grid < 2.0**-6], np.exp2(rng.uniform(-12, -6, 100))]),
+        "overflow": np.array([449.0, 464.0, 479.0, 500.0, 1000.0, 65504.0, 1e30]),
+    }
+    return {k: np.concatenate([v, -v]).astype(np.float32) for k, v in classes.items()}
+
+
+@_needs_answer
+def check_e4m3_encoder(fn: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Exercise 13.1: `fn(x)` returns the OCP FP8 E4M3 (e4m3fn) codes (uint8) of float32 `x`:
+    round to nearest with ties to even, subnormals, saturation at +-448."""
+    name = "Exercise 13.1"
+    inputs = _e4m3_inputs()
+    wrong = {}
+    for cls, x in inputs.items():
+        want = torch.from_numpy(x).clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8)
+        try:
+            got = np.asarray(fn(x.copy()))
+        except NotImplementedError:
+            raise
+        except Exception as exc:  # show the learner what broke, on which inputs
+            _fail(name, f"your encoder raised {type(exc).__name__} ({exc}) on the {cls} inputs")
+        if got.shape != x.shape or got.dtype.kind not in "iu":
+            _fail(name, f"return one integer code per input (shape {x.shape}, uint8), got "
+                        f"shape {got.shape}, dtype {got.dtype}")
+        if got.min() < 0 or got.max() > 255:
+            _fail(name, f"codes are 8 bits (0..255), got {int(got.min())}..{int(got.max())}")
+        bad = np.nonzero(got.astype(np.int64) != want.numpy())[0]
+        if bad.size:
+            wrong[cls] = (x, got.astype(np.uint8), want, bad)
+    if not wrong:
+        n = sum(len(x) for x in inputs.values())
+        _passed(name, f"{n} values bit-exact with torch's float8_e4m3fn cast: normals, ties to "
+                      "even, subnormals and saturation")
+        return
+    if "tie" in wrong and set(wrong) <= {"tie", "overflow"}:
+        x, got, _, bad = wrong["tie"]
+        value = torch.from_numpy(got[bad]).view(torch.float8_e4m3fn).float().numpy()
+        if np.all(np.abs(value) > np.abs(x[bad])):
+            _fail(name, f"round half up: {x[bad[0]]:g} lies exactly halfway between two E4M3 "
+                        "values and goes to the one whose last mantissa bit is 0 (ties to even, "
+                        "np.rint), not to the larger one (np.floor(v + 0.5))")
+    if set(wrong) == {"overflow"}:
+        x, got, want, bad = wrong["overflow"]
+        _fail(name, f"no saturation: {x[bad[0]]:g} must become {'-' if x[bad[0]] < 0 else ''}448 "
+                    f"(code {int(want[bad[0]])}), E4M3's largest value; you gave code "
+                    f"{int(got[bad[0]])} (0x7F/0xFF are NaN, and an exponent past 15 wraps): "
+                    "clamp to +-448 before or after rounding")
+    small = [(x[bad], got[bad], want[bad]) for x, got, want, bad in wrong.values()]
+    if all(np.all(np.abs(xs) < 2.0**-6) for xs, _, _ in small):  # only below the normals
+        x, got, want = (np.concatenate(v) for v in zip(*small, strict=True))
+        bad = [0]
+        _fail(name, f"subnormals: {x[bad[0]]:g} is below the smallest normal 2^-6; its exponent "
+                    "field is 0 and its step 2^-9 (value = mantissa * 2^-9), got code "
+                    f"{int(got[bad[0]])}, expected {int(want[bad[0]])}")
+    cls = next(iter(wrong))
+    x, got, want, bad = wrong[cls]
+    _fail(name, f"{sum(len(w[3]) for w in wrong.values())} codes are wrong ({', '.join(wrong)} "
+                f"inputs), e.g. {x[bad[0]]:g} -> {int(got[bad[0]])}, expected "
+                f"{int(want[bad[0]])}: sign bit 7, exponent bits 6-3 (bias 7), mantissa bits "
+                "2-0; round the mantissa to nearest, ties to even")
+
+
+def _mx_blocks() -> np.ndarray:
+    rng = np.random.default_rng(131)
+    blocks = rng.standard_normal((12, 32)) * np.exp2(rng.integers(-20, 20, (12, 1)))
+    blocks[0, 7] = 4.0  # amax exactly a power of two
+    blocks[1, 3] = -7.99  # amax just below one: its largest element clips to 6
+    blocks[2, 0] = 6.0  # E2M1's largest value
+    blocks[3] = np.linspace(-0.3, 0.3, 32)
+    return blocks.astype(np.float32)
+
+
+@_needs_answer
+def check_mx_block_scale(fn: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Exercise 13.2: `fn(blocks)` returns the MXFP4 shared scale X of each block of 32 (one
+    float per row of `blocks`): X = 2^(floor(log2(amax)) - 2), a power of two (E8M0), with 2 the
+    exponent of E2M1's largest value 6 = 1.5 * 2^2 (OCP MX v1.0, section 6.3)."""
+    name = "Exercise 13.2"
+    blocks = _mx_blocks()
+    amax = np.abs(blocks.astype(np.float64)).max(axis=1)
+    exponent = np.array([math.frexp(a)[1] - 1 for a in amax])  # floor(log2 amax), exactly
+    want = np.exp2(exponent - 2)
+    got = _as_array(fn(blocks.copy())).reshape(-1)
+    if got.shape != want.shape:
+        _fail(name, f"return one scale per block ({len(want)} for {blocks.shape[0]} rows), got "
+                    f"{got.size} values")
+    if np.array_equal(got, want):
+        _passed(name, f"{len(want)} scales, each a power of two: blocks of amax "
+                      f"{amax[0]:g} and {amax[1]:g} share X = {want[0]:g} and {want[1]:g}; "
+                      f"{amax[1]:g} / {want[1]:g} clips to 6")
+        return
+    if np.allclose(got, exponent - 2) or np.allclose(got, exponent - 2 + 127):
+        _fail(name, "return the scale X = 2^e itself as a float, not its exponent e (or the "
+                    "biased E8M0 byte e + 127)")
+    if np.allclose(got, amax / 6, rtol=1e-6) or not np.all(
+            (got > 0) & (np.frexp(np.where(got > 0, got, 1.0))[0] == 0.5)):
+        _fail(name, "a scale that is not a power of two: E8M0 stores only an exponent (8 bits, "
+                    "no mantissa), so X = 2^(floor(log2 amax) - 2), not amax / 6; the largest "
+                    "element may then exceed 6 and clips to 6")
+    if np.array_equal(got, np.exp2(exponent)):
+        _fail(name, "subtract emax_elem = 2 (E2M1's largest value is 6 = 1.5 * 2^2): X = "
+                    "2^(floor(log2 amax) - 2), so that amax / X lands in [4, 8)")
+    if np.array_equal(got, np.exp2(np.ceil(np.log2(amax)) - 2)):
+        _fail(name, "that rounds log2(amax) up (the 'ceil' variant some libraries offer); the "
+                    "OCP spec takes floor(log2 amax): np.floor(np.log2(amax)) or frexp")
+    bad = int(np.argmax(got != want))
+    _fail(name, f"block {bad} (amax {amax[bad]:g}): got {got[bad]:g}, expected {want[bad]:g} = "
+                f"2^(floor(log2 amax) - 2)")

@@ -464,7 +464,7 @@ def sweep(
     Everything is checked before anything runs. Finished runs are skipped (unless `force`),
     failed and unfinished ones are run again.
 
-    Taught in notebook 13 (experiment_sweeps).
+    Taught in notebook 15 (experiment_sweeps).
     """
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs must be a whole number >= 1, got {jobs!r}")
@@ -575,6 +575,6 @@ def _records(out: Path, status: dict) -> dict:
 def collect(out: str | Path) -> Path:
     """Merge every run's status and records in `out` into `out/results.csv`, atomically.
 
-    Taught in notebook 13 (experiment_sweeps)."""
+    Taught in notebook 15 (experiment_sweeps)."""
     table = results(out)
     return runner.write_csv_atomic(Path(out) / RESULTS, table.rows)

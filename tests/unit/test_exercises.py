@@ -835,58 +835,58 @@ CASES = {
     ),
     "09.2-a-string": (check_pareto_points, lambda s: ("mixed 4", s.points), "answer with a list"),
     "09.2-stub": (check_pareto_points, lambda s: (None, s.points), "not answered yet"),
-    # 13.1: mean SQNR gap per compare_bits over the ok runs
-    "13.1-right": (check_sweep_gap, lambda s: (s.gaps(), s.results_csv), PASSED),
-    "13.1-right-string-keys": (
+    # 15.1: mean SQNR gap per compare_bits over the ok runs
+    "15.1-right": (check_sweep_gap, lambda s: (s.gaps(), s.results_csv), PASSED),
+    "15.1-right-string-keys": (
         check_sweep_gap,
         lambda s: ({str(k): v for k, v in s.gaps().items()}, s.results_csv),
         PASSED,
     ),
-    "13.1-sign-flipped": (
+    "15.1-sign-flipped": (
         check_sweep_gap,
         lambda s: ({k: -v for k, v in s.gaps().items()}, s.results_csv),
         "the sign is flipped",
     ),
-    "13.1-asymmetric-only": (
+    "15.1-asymmetric-only": (
         check_sweep_gap,
         lambda s: ({4: 21.0, 8: 45.5}, s.results_csv),
         "at 4 bits the mean gap over the seeds is 5.500 dB, not 21.000",
     ),
-    "13.1-missing-bits": (
+    "15.1-missing-bits": (
         check_sweep_gap,
         lambda s: ({4: s.gaps()[4]}, s.results_csv),
         "one entry per swept compare_bits \\[4, 8\\]",
     ),
-    "13.1-not-a-number": (
+    "15.1-not-a-number": (
         check_sweep_gap,
         lambda s: ({4: "5.5", 8: 1.25}, s.results_csv),
         "must be a finite number of dB",
     ),
-    "13.1-a-list": (check_sweep_gap, lambda s: ([5.5, 1.25], s.results_csv), "answer with a dict"),
-    "13.1-stub": (check_sweep_gap, lambda s: (None, s.results_csv), "not answered yet"),
-    # 13.2: the runs of shard 2/3
-    "13.2-right": (check_shard, lambda s: (s.runs(1, 3), s.notebook, s.grid, "2/3"), PASSED),
-    "13.2-contiguous-block": (
+    "15.1-a-list": (check_sweep_gap, lambda s: ([5.5, 1.25], s.results_csv), "answer with a dict"),
+    "15.1-stub": (check_sweep_gap, lambda s: (None, s.results_csv), "not answered yet"),
+    # 15.2: the runs of shard 2/3
+    "15.2-right": (check_shard, lambda s: (s.runs(1, 3), s.notebook, s.grid, "2/3"), PASSED),
+    "15.2-contiguous-block": (
         check_shard,
         lambda s: (s.runs()[2:4], s.notebook, s.grid, "2/3"),
         "a shard is not a contiguous block",
     ),
-    "13.2-wrong-order": (
+    "15.2-wrong-order": (
         check_shard,
         lambda s: (s.runs(1, 3)[::-1], s.notebook, s.grid, "2/3"),
         "right runs, wrong order",
     ),
-    "13.2-zero-based": (
+    "15.2-zero-based": (
         check_shard,
         lambda s: (s.runs(2, 3), s.notebook, s.grid, "2/3"),
         "every 3-th run of the plan starting at run 2 \\(1-based\\)",
     ),
-    "13.2-a-string": (
+    "15.2-a-string": (
         check_shard,
         lambda s: (s.runs(1, 3)[0], s.notebook, s.grid, "2/3"),
         "answer with a list of run names",
     ),
-    "13.2-stub": (check_shard, lambda s: (None, s.notebook, s.grid, "2/3"), "not answered yet"),
+    "15.2-stub": (check_shard, lambda s: (None, s.notebook, s.grid, "2/3"), "not answered yet"),
 }
 
 

@@ -1,5 +1,5 @@
 """The exercises where the student writes the core of a technique (02.3, 03.3, 05.3, 06.3, 09.3,
-10.3, 13.3): the notebook's worked solution passes on every seed (the visible check's and the
+10.3, 15.3): the notebook's worked solution passes on every seed (the visible check's and the
 hidden tests'), typical mistakes get their diagnosis, and a stub is "not answered yet"."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ RIGHT = {
     "06.3": lambda seed: exercises.check_group_quantize(group_quantize, seed),
     "09.3": lambda seed: exercises.check_allocation(allocate, seed),
     "10.3": lambda seed: exercises.check_paired_speedup(paired_speedup, seed),
-    "13.3": lambda seed: exercises.check_grid(grid_runs, seed),
+    "15.3": lambda seed: exercises.check_grid(grid_runs, seed),
 }
 
 
@@ -200,12 +200,12 @@ MISTAKES = {
         lambda a, b: paired_speedup(sorted(a), sorted(b)),
         "sorting each list breaks the pairs",
     ),
-    "13.3-zip": (
+    "15.3-zip": (
         exercises.check_grid,
         lambda grid: [dict(zip(grid, v, strict=False)) for v in zip(*grid.values(), strict=False)],
         "pairs the values up",
     ),
-    "13.3-last-slowest": (
+    "15.3-last-slowest": (
         exercises.check_grid,
         lambda grid: [
             dict(reversed(list(zip(reversed(list(grid)), v, strict=True))))
@@ -244,7 +244,7 @@ def test_nbgraders_stub_is_not_answered_yet(exercise):
         "06.3": exercises.check_group_quantize,
         "09.3": exercises.check_allocation,
         "10.3": exercises.check_paired_speedup,
-        "13.3": exercises.check_grid,
+        "15.3": exercises.check_grid,
     }[exercise]
     args = (_stub, _engine()) if exercise == "05.3" else (_stub,)
     with pytest.raises(ExerciseError, match=f"^Exercise {exercise}: not answered yet"):

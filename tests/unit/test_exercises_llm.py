@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from qnb import gptq, rtn
-from qnb.exercises import ExerciseError, check_bits_per_weight, check_gptq_step
+from qnb.exercises import (
+    ExerciseError,
+    check_awq_scales,
+    check_bits_per_weight,
+    check_gptq_step,
+)
 
 
 def test_bits_per_weight_right_answer_is_qnb_rtn(capsys):
@@ -92,3 +97,50 @@ def rtn_only(w, u, scale, qmin, qmax):
 def test_gptq_step_mistakes(answer, hint):
     with pytest.raises(ExerciseError, match=hint):
         check_gptq_step(answer)
+
+
+def awq_right(x, alpha):
+    s = x.abs().reshape(-1, x.shape[-1]).mean(dim=0).pow(alpha).clamp(min=1e-4)
+    return s / (s.max() * s.min()).sqrt()
+
+
+def test_awq_scales_right_answer_is_llm_awqs_formula(capsys):
+    """mean|x| per channel (llm-awq's get_act_scale), ** alpha, / sqrt(max * min): the right
+    answer passes, with or without AWQ's clamp at 1e-4 (no channel mean is that small here)."""
+    check_awq_scales(awq_right)
+    out = capsys.readouterr().out
+    assert "Exercise 12.3 passed" in out and "maximum would have given" in out
+
+    def no_clamp(x, alpha):
+        s = x.abs().reshape(-1, x.shape[-1]).mean(dim=0).pow(alpha)
+        return s / (s.max() * s.min()).sqrt()
+
+    check_awq_scales(no_clamp)
+
+
+def awq_max(x, alpha):
+    s = x.abs().reshape(-1, x.shape[-1]).amax(dim=0).pow(alpha)
+    return s / (s.max() * s.min()).sqrt()
+
+
+def awq_stub(x, alpha):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize(
+    ("answer", "hint"),
+    [
+        (awq_max, "that is the maximum of each channel"),
+        (lambda x, a: x.abs().reshape(-1, x.shape[-1]).mean(dim=0).pow(a), "normalize"),
+        (lambda x, a: awq_right(x.reshape(-1, x.shape[-1]).mean(dim=0, keepdim=True), a),
+         "magnitude first"),
+        (lambda x, a: awq_right(x, 0.5), "use the `alpha` passed in"),
+        (lambda x, a: awq_right(x, a)[:4], "one scale per input channel"),
+        (lambda x, a: awq_right(x, a) * 1.01, "channel"),
+        (None, "not answered yet"),
+        (awq_stub, "not answered yet"),
+    ],
+)
+def test_awq_scales_mistakes(answer, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        check_awq_scales(answer)
