@@ -5,7 +5,9 @@
   via `qnb.ptq.quantize_static`; anything else gives a simulated (fake-quantized) float model.
 - `sensitivity`: each layer alone at low bits, the rest float: accuracy drop or output SQNR.
 - `allocate`: bits per layer under a model-size budget (exact knapsack over the per-layer
-  sensitivities, assumed additive); `model_size_bytes`: the size model it uses.
+  sensitivities, assumed additive); `model_size_bytes`: the size model it uses;
+  `predicted_sqnr_db`: the output SQNR the summed per-layer costs predict for an allocation
+  (a width that was never measured is an error, not a free layer).
 - `pareto`: which (size, accuracy) points are not dominated.
 
 "Quantizable layers" are the Conv2d and Linear layers, named as in the float model (`conv1`,
@@ -40,6 +42,7 @@ __all__ = [
     "quantize",
     "sensitivity",
     "allocate",
+    "predicted_sqnr_db",
     "pareto",
 ]
 
@@ -544,6 +547,39 @@ def allocate(
         )
     _, _, chosen = min(feasible, key=lambda s: (s[1], -s[0]))
     return dict(zip(layers, chosen, strict=True))
+
+
+def predicted_sqnr_db(sensitivities, bitwidths: Mapping[str, int | None]) -> float:
+    """The output SQNR (dB) that the summed per-layer costs predict for `bitwidths`
+    ({layer name: bits}; None keeps a layer float and costs nothing): -10 log10 of the sum of
+    the layers' `cost` (relative noise powers, which add to first order).
+
+    `sensitivities` is `sensitivity(..., metric="sqnr")`'s DataFrame. Every (layer, bits) of
+    `bitwidths` must have a row with a finite cost: a width that was never measured is an error
+    naming it, never a layer without noise, so a prediction cannot agree with a measurement by
+    being infinite or NaN. The result is infinite only when the costs sum to 0 (every layer
+    float, for instance).
+
+    Taught in notebook 09 (mixed_precision)."""
+    if not {"layer", "bits", "cost", "sqnr"} <= set(getattr(sensitivities, "columns", ())):
+        raise ValueError(
+            "sensitivities must be sensitivity(..., metric='sqnr')'s table (columns layer, bits, "
+            "sqnr, cost): accuracy drops do not add up to an output noise"
+        )
+    if not isinstance(bitwidths, Mapping) or not bitwidths:
+        raise TypeError(f"bitwidths must be a non-empty dict {{layer name: bits}}, got "
+                        f"{bitwidths!r}")
+    cost = {(r.layer, int(r.bits)): float(r.cost) for r in sensitivities.itertuples()}
+    missing = [f"{name!r} at {bits} bits" for name, bits in bitwidths.items()
+               if bits is not None and not math.isfinite(cost.get((name, int(bits)), math.nan))]
+    if missing:
+        raise ValueError(
+            f"sensitivities has no finite cost for {', '.join(missing)}: measure "
+            "sensitivity(model, bits=[...], metric='sqnr') at every width the allocation uses "
+            "(the largest too)"
+        )
+    noise = sum(cost[name, int(bits)] for name, bits in bitwidths.items() if bits is not None)
+    return -10 * math.log10(noise) if noise > 0 else math.inf
 
 
 def pareto(

@@ -9,7 +9,7 @@ import pytest
 
 from tests.notebooks.runs import NOTEBOOKS, run
 
-NAME = "13_number_formats.ipynb"
+NOTEBOOK = "13_number_formats.ipynb"
 HAVE_BNB = importlib.util.find_spec("bitsandbytes") is not None
 FP8 = ("e4m3", "e5m2", "e4m3fnuz", "e5m2fnuz")
 
@@ -22,7 +22,7 @@ def test_13_one_seed_two_formats_per_model(tmp_path):
     formats, one mantissa bit about 6 dB)."""
     records = run(
         tmp_path,
-        NAME,
+        NOTEBOOK,
         twice=True,
         seeds=[1],
         cnn_formats=["int4_g32", "nvfp4"],
@@ -62,7 +62,7 @@ def test_13_defaults_hold_their_claims():
     more than zero values, and every spread is ordered."""
     from qnb import read_records
 
-    records = read_records(NOTEBOOKS / NAME)
+    records = read_records(NOTEBOOKS / NOTEBOOK)
     assert records["seeds"] == 3 and records["test_images"] == 10000
     assert records["claims_checked"] == 28
     assert records["claims_failed"] == 0 and records["claims_skipped"] == 0

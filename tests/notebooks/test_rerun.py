@@ -68,8 +68,12 @@ def doubled(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def test_covered_notebooks_run_twice_in_test_parameters():
-    source = "".join(p.read_text() for p in (REPO / "tests" / "notebooks").glob("test_nb*.py"))
-    twice = set(re.findall(r'run\(\s*tmp_path,\s*"([^"]+)",\s*twice=True', source))
+    twice = set()
+    for path in (REPO / "tests" / "notebooks").glob("test_nb*.py"):
+        source = path.read_text()
+        constant = re.search(r'^NOTEBOOK = "([^"]+)"', source, re.MULTILINE)
+        for name in re.findall(r'run\(\s*tmp_path,\s*("[^"]+"|NOTEBOOK),[^)]*?twice=True', source):
+            twice.add(constant.group(1) if name == "NOTEBOOK" and constant else name.strip('"'))
     assert twice == COVERED
 
 

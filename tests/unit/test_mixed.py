@@ -214,6 +214,28 @@ def test_allocation_respects_the_budget_and_prefers_cheap_layers(model):
         mixed.allocate(model, table, budget, choices=(2, 3, 4, 8))
 
 
+def test_predicted_sqnr_sums_the_measured_costs_and_refuses_a_missing_width():
+    table = pd.DataFrame({"layer": ["a", "a", "b", "b"], "bits": [2, 8, 2, 8],
+                          "params": [9, 9, 90, 90], "sqnr": [10.0, 40.0, 20.0, 50.0]})
+    table["cost"] = 10 ** (-table["sqnr"] / 10)
+    assert mixed.predicted_sqnr_db(table, {"a": 2, "b": 2}) == pytest.approx(
+        -10 * np.log10(0.1 + 0.01))
+    assert mixed.predicted_sqnr_db(table, {"a": 8, "b": None}) == pytest.approx(40.0)
+    assert mixed.predicted_sqnr_db(table, {"a": None, "b": None}) == np.inf  # no layer quantized
+    # a width never measured is an error, not a free layer (it used to predict inf, or NaN)
+    with pytest.raises(ValueError, match="no finite cost for 'a' at 4 bits"):
+        mixed.predicted_sqnr_db(table, {"a": 4, "b": 8})
+    with pytest.raises(ValueError, match="'c' at 8 bits"):
+        mixed.predicted_sqnr_db(table, {"a": 8, "c": 8})
+    broken = table.assign(cost=[0.1, np.nan, 0.01, 1e-5])
+    with pytest.raises(ValueError, match="'a' at 8 bits"):
+        mixed.predicted_sqnr_db(broken, {"a": 8, "b": 8})
+    with pytest.raises(ValueError, match="metric='sqnr'"):
+        mixed.predicted_sqnr_db(table.drop(columns="sqnr"), {"a": 2})
+    with pytest.raises(TypeError, match="bitwidths must be a non-empty dict"):
+        mixed.predicted_sqnr_db(table, 4)
+
+
 def test_pareto_mask():
     mask = mixed.pareto([1, 2, 2, 3, 4], [0.5, 0.7, 0.6, 0.7, 0.9])
     assert mask.tolist() == [True, True, False, False, True]
