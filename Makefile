@@ -121,7 +121,7 @@ test-slow: $(READY)
 ## test-notebooks: every notebook under nbval, top to bottom: no cell may fail, and cells
 ##                 tagged nbval-check-output must reproduce their committed output
 test-notebooks: $(READY)
-	$(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
+	$(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 
 ## test-parameters: papermill runs with non-default parameters (records checked) and

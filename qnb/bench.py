@@ -192,6 +192,13 @@ class BenchResult:
         the 1-minute load average before it (other work on the cores skews every figure)."""
         return dict(self.conditions)
 
+    def busy(self) -> bool:
+        """True when the 1-minute load average before the measurement was at or above the
+        number of cores: other work then held the cores and these timings are not to be
+        trusted (the summary says so). False when the load is below it or unknown."""
+        load, cores = self.conditions.get("load_1min"), self.conditions.get("cores")
+        return load is not None and cores is not None and load >= cores
+
     def table(self) -> pd.DataFrame:
         """One row per model: the engine set for it ("-": none), median, p25, p75 and min ms
         per call, speedup over the baseline (the median of the per-round paired ratios, with
@@ -230,6 +237,11 @@ class BenchResult:
             f"{c.get('int8_peak_ratio')}x fp32); {c.get('warmup')} warm-up + {c.get('repeats')} "
             f"timed samples per model, interleaved; baseline {self.baseline!r}; "
             "times are ms per call (median, p25-p75)"
+        ) + (
+            f". WARNING: load {c.get('load_1min')} at or above the {c.get('cores')} cores: "
+            "other work held the cores, these timings are not to be trusted"
+            if self.busy()
+            else ""
         )
 
     def __str__(self) -> str:

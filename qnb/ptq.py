@@ -77,8 +77,10 @@ def qconfig_for(
     Weights: signed int8, symmetric, per output channel (or per tensor with
     `per_channel=False`) on every engine. Activations: unsigned 8-bit, with torch's
     HistogramObserver (`act_method=None`) or a `qnb.estimators` method. `reduce_range=None`
-    takes the engine's default (7-bit activations on x86/fbgemm, which keeps their int16
-    accumulation from overflowing on CPUs without VNNI). `engine=None`: this machine's engine.
+    takes the engine's default from `get_default_qconfig`: 7-bit activations (0..127) on
+    x86/fbgemm on every CPU, VNNI or not (so the int16 pair sums of `vpmaddubsw` cannot
+    saturate, which matters only without VNNI), 0..255 on onednn/qnnpack. `engine=None`: this
+    machine's engine.
 
     Taught in notebook 05 (static_ptq)."""
     engine = checks.check_engine(engine)

@@ -65,6 +65,7 @@ __all__ = [
     "openvino_model",
     "openvino_precisions",
     "openvino_telemetry_opt_out",
+    "qdq_structure",
     "quant_params",
     "quantize_linear",
     "quantize_qdq",
@@ -273,6 +274,7 @@ def quantize_qdq(
     method: str = "minmax",
     per_channel: bool = True,
     activations: str = "uint8",
+    quantize_bias: bool = True,
     num_batches: int | None = None,
 ) -> Path:
     """Quantize the float ONNX model at `fp32_path` to a QDQ int8 model at `out_path` with
@@ -281,8 +283,11 @@ def quantize_qdq(
     "percentile" at 99.999%), int8 symmetric weights, per output channel unless
     `per_channel=False`. `activations="int8_symmetric"` quantizes activations to int8 with
     zero point 0 instead, the form TensorRT's explicit quantization accepts (its Q/DQ layers
-    are symmetric); ONNX Runtime's x86 kernels prefer uint8 activations. `quant_pre_process`
-    runs first. Returns `out_path`.
+    are symmetric); ONNX Runtime's x86 kernels prefer uint8 activations. `quantize_bias=False`
+    keeps every bias float32, with no int32 `DequantizeLinear` (onnxruntime's `QuantizeBias`
+    extra option): TensorRT's ONNX parser takes `DequantizeLinear` only on int8/fp8/int4
+    inputs, so its form is `activations="int8_symmetric", quantize_bias=False`.
+    `quant_pre_process` runs first. Returns `out_path`.
 
     Taught in notebook 11 (other_runtimes)."""
     fp32_path = _check_onnx_path(fp32_path, "fp32_path", exists=True)
@@ -291,6 +296,7 @@ def quantize_qdq(
     method = checks.check_choice("method", method, CALIBRATION_METHODS)
     checks.check_bool("per_channel", per_channel)
     activations = checks.check_choice("activations", activations, ACTIVATIONS)
+    checks.check_bool("quantize_bias", quantize_bias)
     if num_batches is not None:
         num_batches = checks.check_int("num_batches", num_batches, 1)
     _need("onnxruntime")
@@ -323,7 +329,10 @@ def quantize_qdq(
                 activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=methods[method],
-                extra_options={"ActivationSymmetric": activations == "int8_symmetric"},
+                extra_options={
+                    "ActivationSymmetric": activations == "int8_symmetric",
+                    "QuantizeBias": quantize_bias,
+                },
             )
     return out_path
 
@@ -521,6 +530,61 @@ def quantize_linear(x: object, scale: float, zero_point: int) -> np.ndarray:
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
     return session.run(None, {"x": x})[0]
+
+
+def qdq_structure(path: str | os.PathLike) -> dict[str, object]:
+    """What the Q/DQ nodes of the ONNX model at `path` hold, to check a form a runtime needs:
+    `ops` (op type -> count), `dq_inputs` (the code type going into each DequantizeLinear ->
+    count: int32 ones are quantized biases), `code_types` (the zero points' types -> count),
+    `nonzero_zero_points` (how many zero points, per channel counted singly, are not 0),
+    `per_channel_weights` (weights dequantized with one scale per output channel),
+    `weights` (weights stored quantized), and `unpaired` (activation QuantizeLinear nodes
+    whose output goes anywhere but a DequantizeLinear of the same scale and zero point).
+
+    Taught in notebook 11 (other_runtimes)."""
+    from collections import Counter
+
+    path = _check_onnx_path(path, exists=True)
+    onnx = _need("onnx")
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    dq_inputs, code_types = Counter(), Counter()
+    nonzero = per_channel = weights = unpaired = 0
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        zero_point = constants[node.input[2]]
+        code_types[str(zero_point.dtype)] += 1
+        nonzero += int(np.count_nonzero(zero_point))
+        if node.op_type == "DequantizeLinear":
+            source = node.input[0]
+            code = constants[source].dtype if source in constants else zero_point.dtype
+            dq_inputs[str(code)] += 1
+            if source in constants and str(code) == "int8":
+                weights += 1
+                per_channel += int(np.ndim(constants[node.input[1]]) == 1)
+        else:
+            after = consumers.get(node.output[0], [])
+            if not after or any(
+                n.op_type != "DequantizeLinear" or list(n.input[1:3]) != list(node.input[1:3])
+                for n in after
+            ):
+                unpaired += 1
+    return {
+        "ops": dict(Counter(n.op_type for n in graph.node)),
+        "dq_inputs": dict(dq_inputs),
+        "code_types": dict(code_types),
+        "nonzero_zero_points": nonzero,
+        "weights": weights,
+        "per_channel_weights": per_channel,
+        "unpaired": unpaired,
+    }
 
 
 def quant_params(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -332,6 +332,19 @@ def test_paired_speedup_is_the_median_and_iqr_of_the_round_ratios():
         result.paired("int8", baseline="x")
 
 
+@pytest.mark.parametrize(
+    ("load", "busy"), [(1.99, False), (2.0, True), (7.5, True), (None, False)]
+)
+def test_a_load_at_or_above_the_core_count_says_the_timings_are_not_to_be_trusted(load, busy):
+    rows = [bench.Row("fp32", [2.0, 2.0], 1), bench.Row("int8", [1.0, 1.0], 1)]
+    result = bench.BenchResult(rows, "fp32", {"cores": 2, "load_1min": load, "batch": 1})
+    assert result.busy() is busy
+    warned = "these timings are not to be trusted" in result.summary()
+    assert warned is busy and (warned is ("not to be trusted" in str(result)))
+    if busy:
+        assert f"load {load} at or above the 2 cores" in result.summary()
+
+
 def np_quantiles(values):
     import numpy as np
 

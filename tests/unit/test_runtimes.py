@@ -124,6 +124,25 @@ def test_per_tensor_and_symmetric_activation_options(files, calib, tmp_path):
         assert zero_point.dtype in (np.int8, np.int32) and not np.any(zero_point)
 
 
+def test_the_tensorrt_form_has_no_int32_dequantize_and_symmetric_int8_pairs(files, calib,
+                                                                          tmp_path):
+    """TensorRT's parser takes DequantizeLinear only on int8/fp8/int4: no quantized bias."""
+    default = runtimes.qdq_structure(
+        runtimes.quantize_qdq(files["fp32"], tmp_path / "d.onnx", calib,
+                              activations="int8_symmetric"))
+    assert default["dq_inputs"]["int32"] == 2  # the biases of conv1 and conv2 (fc's stay float)
+    trt = runtimes.qdq_structure(
+        runtimes.quantize_qdq(files["fp32"], tmp_path / "trt.onnx", calib,
+                              activations="int8_symmetric", quantize_bias=False))
+    assert set(trt["dq_inputs"]) == {"int8"} and set(trt["code_types"]) == {"int8"}
+    assert trt["nonzero_zero_points"] == 0 and trt["unpaired"] == 0
+    assert trt["weights"] == trt["per_channel_weights"] == 4
+    assert trt["ops"]["QuantizeLinear"] + 4 == trt["ops"]["DequantizeLinear"]  # + the weights
+    assert runtimes.qdq_structure(files["int8"])["code_types"].get("uint8", 0) > 0
+    with pytest.raises(TypeError, match="quantize_bias must be True or False"):
+        runtimes.quantize_qdq(files["fp32"], tmp_path / "x.onnx", calib, quantize_bias=0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
