@@ -113,24 +113,47 @@ class MSE(Histogram):
 
 class Entropy(Histogram):
     """TensorRT's entropy calibration: the range whose quantized histogram has the least KL
-    divergence from the original one: a threshold on |x| for two-sided data (TensorRT's form),
-    the top of the range for one-sided data. The search is NVIDIA's procedure step for step
-    (TensorRT's pytorch-quantization `_compute_amax_entropy`): candidates from bin 128 of
-    2,048 (1/16 of the histogram) up, the zero bin set to its neighbour, the clipped tail
-    added to the last kept bin, the candidate quantized to the number of levels, the last
-    of equal minima. Below `levels` bins a candidate loses nothing to rounding in the
-    histogram's resolution, so only clipping costs, and on spiky histograms (repeated values)
-    KL can prefer a short range at 8 bits: notebook 03 shows it."""
+    divergence from the original one. The search is NVIDIA's procedure step for step
+    (TensorRT's pytorch-quantization `_compute_amax_entropy`): a threshold on |x|, candidates
+    from bin 128 of 2,048 (1/16 of the histogram) up, the zero bin set to its neighbour, the
+    clipped tail added to the last kept bin, the candidate quantized to the number of levels,
+    the last of equal minima. It comes in two forms, chosen by the observer's integer range:
+
+    - **signed** (`observer("entropy", bits, signed=True, symmetric=True)`): TensorRT's int8,
+      symmetric and signed. The threshold `t` is searched with 2**(bits - 1) levels (128 at 8
+      bits: "128 values + sign"), the scale is TensorRT's `t / (2**(bits - 1) - 1)` with zero
+      point 0, so a ReLU output gets the levels 0..127 only;
+    - **unsigned** (the default quint8 observer): for one-sided data (ReLU outputs) the top of
+      the range is searched with all 2**bits levels (256 at 8 bits), as pytorch-quantization
+      does with `unsigned=True`; two-sided data gets the signed search (half the levels on
+      |x|) on the affine range [-t, t].
+
+    Below `levels` bins a candidate loses nothing to rounding in the histogram's resolution,
+    so only clipping costs: with 256 levels that is every candidate from bin 128 to 256, and
+    on spiky histograms (repeated values) KL can prefer such a short range; with 128 levels
+    only the first candidate is lossless. Notebook 03 shows both."""
+
+    def signed(self) -> bool:
+        """True for TensorRT's signed form (a signed integer range)."""
+        return int(self.quant_min) < 0
 
     def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.min_val >= 0:  # one-sided (ReLU outputs): search for the top of the range
+        if self.min_val >= 0 and not self.signed():  # unsigned, one-sided: all the levels
             keep = _kl_threshold_bin(self.histogram.double().numpy(), self.levels())
             return self.min_val, self.min_val + (self.max_val - self.min_val) * keep / self.bins
-        # two-sided: TensorRT's form, a threshold on |x| quantized to half the levels
+        # a threshold on |x| quantized to half the levels (TensorRT's form)
         top = float(max(-self.min_val, self.max_val))
         hist = _fold(self.bin_centers(), self.histogram.double(), top, self.bins)
         threshold = top * _kl_threshold_bin(hist, self.levels() // 2) / self.bins
         return torch.tensor(-threshold), torch.tensor(threshold)
+
+    def _calculate_qparams(self, min_val: torch.Tensor, max_val: torch.Tensor):
+        if self.signed() and self.qscheme == torch.per_tensor_symmetric:
+            # TensorRT's scale: amax / 127 at 8 bits (torch's symmetric rule divides by 127.5)
+            amax = torch.maximum(-torch.as_tensor(min_val), torch.as_tensor(max_val)).float()
+            scale = (amax / int(self.quant_max)).clamp_min(float(self.eps)).reshape(1)
+            return scale, torch.zeros(1, dtype=torch.int32)
+        return super()._calculate_qparams(min_val, max_val)
 
 
 def _fold(centers: torch.Tensor, counts: torch.Tensor, top: float, bins: int) -> np.ndarray:
@@ -143,25 +166,42 @@ def kl_curve(hist: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
     """`(kept, kl)`: for each candidate number of leading bins kept (from 1/16 of the bins,
     TensorRT's start bin 128 of 2,048), the KL divergence that `levels` levels lose.
 
+    For a candidate of `i` bins, P is the first `i` bins with the clipped tail added to the
+    last one; Q merges them into `levels` runs of bins (bin k goes to level k * levels // i)
+    and spreads each run's mass evenly over its non-empty bins. All candidates at once, from
+    cumulative sums: sum(P log(P / Q)) = sum(h log h) - sum over levels of m log(m / w) (m the
+    mass, w the non-empty bins of a level), corrected for the last bin's tail.
+
     Taught in notebook 03 (activation_calibration)."""
     hist = np.asarray(hist, dtype=np.float64).copy()
     if hist.ndim != 1 or len(hist) < 32:
         raise ValueError(f"hist must be a 1-D histogram of at least 32 bins, got {hist.shape}")
     levels = int(levels)
     hist[0] = hist[1]  # as NVIDIA's calibrator does: the spike of exact zeros (ReLU) would dominate
-    tail = np.cumsum(hist[::-1])[::-1]  # tail[i] = mass in bins i..end
+    nonzero = hist > 0
+    cum = np.concatenate([[0.0], np.cumsum(hist)])  # cum[i] = mass in bins 0..i-1
+    count = np.concatenate([[0], np.cumsum(nonzero)])  # non-empty bins among 0..i-1
+    safe = np.where(nonzero, hist, 1.0)
+    hlogh = np.concatenate([[0.0], np.cumsum(np.where(nonzero, hist * np.log(safe), 0.0))])
+    total = cum[-1]
     kept = np.arange(len(hist) // 16, len(hist) + 1)
-    kl = np.empty(len(kept))
-    for n, i in enumerate(kept):
-        p = hist[:i].copy()
-        if i < len(hist):
-            p[-1] += tail[i]  # the clipped tail piles up in the last kept bin
-        chunk = np.arange(i) * levels // i  # which quantization level each bin falls into
-        nonzero = hist[:i] > 0
-        mass = np.bincount(chunk, weights=hist[:i], minlength=levels)
-        width = np.bincount(chunk, weights=nonzero, minlength=levels)
-        q = np.where(nonzero, mass[chunk] / np.maximum(width[chunk], 1), 0.0)
-        kl[n] = _kl(p, q)
+    # level j of candidate i holds bins ceil(j * i / levels) .. ceil((j + 1) * i / levels) - 1
+    edges = (np.arange(levels + 1)[None, :] * kept[:, None] + levels - 1) // levels
+    mass = cum[edges[:, 1:]] - cum[edges[:, :-1]]
+    width = count[edges[:, 1:]] - count[edges[:, :-1]]
+    q = np.where(width > 0, mass / np.maximum(width, 1), 0.0)  # Q of each non-empty bin
+    used = mass > 0
+    plogq = np.where(used, mass * np.log(np.where(used, q, 1.0)), 0.0).sum(axis=1)
+    last = kept - 1
+    h_last, tail = hist[last], total - cum[kept]
+    q_last = q[np.arange(len(kept)), last * levels // kept]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_last = h_last + tail  # the last kept bin of P carries the clipped tail
+        fix = np.where(h_last > 0, p_last * np.log(p_last / q_last)
+                       - h_last * np.log(np.where(h_last > 0, h_last, 1.0) / q_last), 0.0)
+        # P has mass where Q has none (an empty last bin that carries the tail): infinite
+        fix = np.where((h_last == 0) & (tail > 0), math.inf, fix)
+        kl = (hlogh[kept] - plogq + fix) / total + np.log(cum[kept] / total)
     return kept, kl
 
 
@@ -170,15 +210,6 @@ def _kl_threshold_bin(hist: np.ndarray, levels: int) -> int:
     (the last of equal minima, as NVIDIA's calibrator picks)."""
     kept, kl = kl_curve(hist, levels)
     return int(kept[len(kl) - 1 - np.argmin(kl[::-1])])
-
-
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    """KL(p || q) of two unnormalised histograms; inf where q misses mass that p has."""
-    p, q = p / p.sum(), q / max(q.sum(), 1e-300)
-    mask = p > 0
-    if np.any(q[mask] == 0):
-        return math.inf
-    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 
 def check_percentile(percentile: float) -> float:
