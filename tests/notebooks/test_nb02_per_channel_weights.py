@@ -20,7 +20,7 @@ def test_02_plain_model_other_bits(tmp_path):
         rule_bits=[3],
     )
     assert records["claims_failed"] == 0
-    assert records["claims_checked"] >= 12
+    assert records["claims_checked"] >= 11
     assert records["claims_skipped"] >= 5  # the MobileNetV2's sentences, declared as not checked
     assert records["test_images"] == 10000
     assert records["fp32_acc"] == records["fp32_acc_plain_cnn"]  # the first of model_names
