@@ -323,7 +323,8 @@ def _now() -> str:
 class Workers:
     """The run processes alive right now, so an interrupt can stop them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.env = env  # the environment of every run process (None: this one's)
         self.live: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.stopped = threading.Event()
@@ -341,6 +342,7 @@ class Workers:
                 stderr=subprocess.PIPE,
                 text=True,
                 start_new_session=True,
+                env=self.env,
             )
             self.live.add(proc)
         try:
@@ -486,7 +488,7 @@ def sweep(
         flush=True,
     )
     statuses = {run.name: read_status(status_path(out, run.name)) for run in mine}
-    workers = Workers()
+    workers = Workers(run_environment(jobs))
     previous = _stop_on_sigterm()
     bar = tqdm(  # the bar only on a terminal; logs get one line per run
         total=len(mine),
@@ -511,6 +513,16 @@ def sweep(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return [statuses[run.name] for run in mine]
+
+
+def run_environment(jobs: int) -> dict[str, str]:
+    """This process's environment, with the cores shared among `jobs` runs at a time: each
+    kernel gets cores // jobs threads (OMP_NUM_THREADS), so that two runs on two cores do not
+    start four threads that take turns. A thread count set by the caller is kept."""
+    env = dict(os.environ)
+    if jobs > 1:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    return env
 
 
 def _stop_on_sigterm():

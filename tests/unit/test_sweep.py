@@ -285,3 +285,13 @@ def test_shards_cover_every_run_once():
     slices = [sweep.shard(runs, i, 3) for i in (1, 2, 3)]
     assert sorted(sum(slices, [])) == runs and slices[0] == [0, 3, 6, 9]
     assert sweep.parse_shard("2/3") == (2, 3) and sweep.parse_shard(None) == (1, 1)
+
+
+def test_run_environment_shares_the_cores_among_parallel_runs(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
+    assert sweep.run_environment(2)["OMP_NUM_THREADS"] == "4"
+    assert sweep.run_environment(16)["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in sweep.run_environment(1)  # one run: torch's own default
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert sweep.run_environment(2)["OMP_NUM_THREADS"] == "3"  # the caller's choice is kept
