@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from qnb import env, exercises
+from qnb.exercises import nb09_mixed_precision as nb09
 from qnb.exercises import ExerciseError
 
 SEEDS = [0, 1, 2]  # the notebooks' visible checks use 0, their hidden tests 1 and 2
@@ -167,7 +168,7 @@ MISTAKES = {
     ),
     "09.3-greedy": (
         exercises.check_allocation,
-        lambda options, budget: exercises._greedy_allocation(options, budget),
+        lambda options, budget: nb09._greedy_allocation(options, budget),
         "that is the greedy allocation",
     ),
     "09.3-all-8": (
@@ -253,9 +254,9 @@ def test_nbgraders_stub_is_not_answered_yet(exercise):
 
 def test_the_allocation_problem_is_one_where_greedy_is_not_optimal():
     """The visible 09.3 problem is built so that the greedy heuristic misses the optimum."""
-    options, budget = exercises._allocation_problem(0)
-    greedy = exercises._greedy_allocation(options, budget)
-    best, _ = exercises._best_allocation(options, budget)
+    options, budget = nb09._allocation_problem(0)
+    greedy = nb09._greedy_allocation(options, budget)
+    best, _ = nb09._best_allocation(options, budget)
     assert sum(options[n][greedy[n]][0] for n in options) > best + 1e-9
     assert sum(options[n][greedy[n]][1] for n in options) <= budget
 
