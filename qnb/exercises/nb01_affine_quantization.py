@@ -85,13 +85,17 @@ def _common_mistakes(x: np.ndarray, scale: float, zp: int) -> dict[str, np.ndarr
 
 
 @needs_answer
-def check_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None:
-    """Exercise 01.2: `fn(x, scale, zero_point)` must match torch's quint8 kernel bit for bit."""
-    name, scale, zp = "Exercise 01.2", 0.25, 10
+def check_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray], seed: int = 0) -> None:
+    """Exercise 01.2: `fn(x, scale, zero_point)` must match torch's quint8 kernel bit for bit.
+    Seed 0 is the notebook's case (scale 0.25, zero point 10); other seeds draw other values,
+    another power-of-two scale and zero point."""
+    name = "Exercise 01.2"
+    scale, zp = ((0.25, 10), (0.5, 3), (0.125, 131))[seed % 3]
     ties = (np.arange(-8, 8) + 0.5).astype(np.float32) * scale  # exactly halfway between levels
     wide = np.array([-1e3, -3.0, 0.0, 60.0, 1e3], dtype=np.float32)  # far outside the range
-    rng = np.random.default_rng(0)
-    x = np.concatenate([ties, wide, rng.uniform(-2, 60, 64).astype(np.float32)])
+    rng = np.random.default_rng(seed)
+    spread = rng.uniform(-2, 60, 64) * (scale / 0.25)  # over the levels, whatever the scale
+    x = np.concatenate([ties, wide, spread.astype(np.float32)])
     got, want = np.asarray(fn(x.copy(), scale, zp)), _torch_reference(x, scale, zp)
     if got.shape != want.shape:
         fail(name, f"returned shape {got.shape}, expected {want.shape} (one level per input)")
@@ -101,7 +105,7 @@ def check_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None:
                 fail(name, hint)
         _fail_first_difference(name, x, got, want)
     # 0.1 has no exact float32 reciprocal: x * (1/s) and x / s differ in the last bit near ties
-    scale = 0.1
+    first_scale, scale = scale, 0.1
     near = (np.arange(-100, 100) + 0.5).astype(np.float32) * np.float32(scale)
     x = np.concatenate([near, np.nextafter(near, np.float32(np.inf))]).astype(np.float32)
     got, want = np.asarray(fn(x.copy(), scale, zp)), _torch_reference(x, scale, zp)
@@ -114,7 +118,8 @@ def check_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None:
             if np.array_equal(got, mistake):
                 fail(
                     name,
-                    f"right at scale 0.25, but at scale 0.1 you divide ({precision} x / scale): "
+                    f"right at scale {first_scale:g}, but at scale 0.1 you divide ({precision} "
+                    "x / scale): "
                     "torch multiplies by the float32 reciprocal, x * (1 / scale) in float32 "
                     "(inv = np.float32(1) / np.float32(scale)), and near a tie the last bit of "
                     "x / scale rounds the other way (see qnb.affine)",

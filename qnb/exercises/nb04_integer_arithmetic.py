@@ -21,12 +21,15 @@ def _requantize_reference(acc: np.ndarray, multiplier: float, zero_point: int) -
 
 
 @needs_answer
-def check_requantize(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None:
+def check_requantize(fn: Callable[[np.ndarray, float, int], np.ndarray], seed: int = 0) -> None:
     """Exercise 04.1: `fn(acc, multiplier, zero_point)` turns int32 accumulators into uint8 codes
-    as the x86 kernels do."""
-    name, multiplier, zp = "Exercise 04.1", 0.25, 3
-    ties = np.arange(-38, 42, 4, dtype=np.int32)  # acc * 0.25 = k + 0.5 exactly
-    rng = np.random.default_rng(4)
+    as the x86 kernels do. Seed 0 is the notebook's case (multiplier 0.25, zero point 3); other
+    seeds draw other accumulators, another power-of-two multiplier and odd zero point."""
+    name = "Exercise 04.1"
+    multiplier, zp = ((0.25, 3), (0.125, 7), (0.5, 101))[seed % 3]
+    # acc * multiplier = k + 0.5 exactly (at 0.25: -38, -34, ..., 38)
+    ties = ((np.arange(-10, 10) + 0.5) / multiplier).astype(np.int32)
+    rng = np.random.default_rng(4 + seed)
     acc = np.concatenate([ties, [-5000, 5000, 0], rng.integers(-600, 600, 64)]).astype(np.int32)
     want = _requantize_reference(acc, multiplier, zp)
     got = np.asarray(fn(acc.copy(), multiplier, zp))
@@ -61,11 +64,14 @@ def check_requantize(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None
 
 
 @needs_answer
-def check_cross_term(fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray]) -> None:
+def check_cross_term(
+    fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray], seed: int = 0
+) -> None:
     """Exercise 04.2: `fn(x_q, w_q, z_x)`, the accumulator sum_k (x_q - z_x) w_q from the raw
-    product of codes and the zero-point cross term."""
-    name, z_x = "Exercise 04.2", 131
-    rng = np.random.default_rng(5)
+    product of codes and the zero-point cross term. Seed 0 is the notebook's case (z_x 131);
+    other seeds draw other codes and another input zero point."""
+    name, z_x = "Exercise 04.2", (131, 97, 170)[seed % 3]
+    rng = np.random.default_rng(5 + seed)
     x_q = rng.integers(150, 256, (6, 40)).astype(np.uint8)  # bright inputs: int16 overflows
     w_q = rng.integers(60, 128, (5, 40)).astype(np.int8)
     x64, w64 = x_q.astype(np.int64), w_q.astype(np.int64)
@@ -110,13 +116,14 @@ def check_cross_term(fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray]) ->
 
 
 @needs_answer
-def check_bn_fold(fn: Callable[..., tuple[np.ndarray, np.ndarray]]) -> None:
+def check_bn_fold(fn: Callable[..., tuple[np.ndarray, np.ndarray]], seed: int = 0) -> None:
     """Exercise 04.3: `fn(weight, bias, gamma, beta, mean, var, eps)` folds batch norm into the
-    conv before it, returning (folded weight, folded bias)."""
+    conv before it, returning (folded weight, folded bias). Other seeds than 0 (the notebook's)
+    draw other weights and batch-norm statistics."""
     from torch.nn.utils.fusion import fuse_conv_bn_weights
 
     name, eps = "Exercise 04.3", 1e-3
-    rng = np.random.default_rng(6)
+    rng = np.random.default_rng(6 + seed)
     shape = (4, 3, 4, 4)  # last dim = out channels: a wrong-axis broadcast would run silently
     w, b = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(4).astype(np.float32)
     gamma = rng.uniform(0.5, 2, 4).astype(np.float32)

@@ -47,16 +47,22 @@ def check_ste_gradient(
 
 
 @needs_answer
-def check_ste_function(function: type) -> None:
-    """Exercise 08.2: an autograd Function that rounds forward and passes gradients through."""
+def check_ste_function(function: type, seed: int = 0) -> None:
+    """Exercise 08.2: an autograd Function that rounds forward and passes gradients through
+    (seed 0: the notebook's five points; other seeds draw other points and upstream gradients)."""
     name = "Exercise 08.2"
     if not isinstance(function, type) or not issubclass(function, torch.autograd.Function):
         fail(name, f"pass a torch.autograd.Function subclass, got {function!r}")
-    x = torch.tensor([-1.5, -0.4, 0.5, 1.5, 2.7], requires_grad=True)
+    if seed == 0:
+        x = torch.tensor([-1.5, -0.4, 0.5, 1.5, 2.7], requires_grad=True)
+        weights = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    else:
+        gen = torch.Generator().manual_seed(80 + seed)
+        x = (torch.randn(7, generator=gen) * 3).requires_grad_(True)
+        weights = torch.randint(1, 10, (7,), generator=gen).float()
     y = function.apply(x)
     if not torch.equal(y.detach(), torch.round(x.detach())):
         fail(name, f"forward should round: got {y.detach().tolist()} for {x.detach().tolist()}")
-    weights = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     try:
         (y * weights).sum().backward()
     except NotImplementedError:  # torch's own: the Function defines no backward

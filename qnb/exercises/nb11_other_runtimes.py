@@ -13,9 +13,9 @@ import numpy as np
 from qnb.exercises.grading import fail, needs_answer, passed, rel_close
 
 
-def _tie_values(scale: np.float32, zero_point: int) -> np.ndarray:
+def _tie_values(scale: np.float32, zero_point: int, seed: int = 0) -> np.ndarray:
     """Values around exact ties of x / scale (k + 0.5), values that saturate, and random ones."""
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(11 + seed)
     k = np.arange(-zero_point - 3, 258 - zero_point, dtype=np.float32)
     ties = (k + np.float32(0.5)) * scale
     near = np.concatenate([np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, -np.inf)])
@@ -23,15 +23,30 @@ def _tie_values(scale: np.float32, zero_point: int) -> np.ndarray:
     return np.concatenate([ties, near.astype(np.float32), wide]).astype(np.float32)
 
 
+def _quantize_linear_params(seed: int) -> list[tuple[float, int]]:
+    """(scale, zero point) pairs: an odd zero point (rounding before adding it matters), zero,
+    and mid-range."""
+    if seed == 0:
+        return [(0.0213, 37), (0.00214854861, 0), (0.1, 128)]
+    rng = np.random.default_rng(110 + seed)
+    scales = [rng.uniform(0.005, 0.05), rng.uniform(0.001, 0.005), rng.uniform(0.05, 0.2)]
+    odd = int(rng.integers(0, 64)) * 2 + 1
+    return [(float(f"{s:.6g}"), z) for s, z in zip(scales, (odd, 0, 128), strict=True)]
+
+
 @needs_answer
-def check_quantize_linear(fn: Callable[[np.ndarray, float, int], np.ndarray]) -> None:
-    """Exercise 11.1: ONNX QuantizeLinear to uint8 in numpy: round(x / scale) + zp, saturated."""
+def check_quantize_linear(
+    fn: Callable[[np.ndarray, float, int], np.ndarray], seed: int = 0
+) -> None:
+    """Exercise 11.1: ONNX QuantizeLinear to uint8 in numpy: round(x / scale) + zp, saturated.
+    Seed 0 is the notebook's three (scale, zero point) pairs; other seeds draw other scales, an
+    odd zero point among them, and other values."""
     from qnb import runtimes
 
     name = "Exercise 11.1"
-    for scale, zero_point in ((0.0213, 37), (0.00214854861, 0), (0.1, 128)):
+    for scale, zero_point in _quantize_linear_params(seed):
         s = np.float32(scale)
-        x = _tie_values(s, zero_point)
+        x = _tie_values(s, zero_point, seed)
         want = runtimes.quantize_linear(x, float(s), zero_point).astype(np.int64)
         got = np.asarray(fn(x.copy(), float(s), zero_point))
         if got.shape != x.shape:

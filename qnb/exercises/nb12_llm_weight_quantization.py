@@ -59,10 +59,11 @@ def _gptq_step(w, u, scale, qmin, qmax) -> torch.Tensor:
 
 
 @needs_answer
-def check_gptq_step(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise 12.2: GPTQ's step for one column: quantize it, move the others to compensate."""
+def check_gptq_step(fn: Callable[..., torch.Tensor], seed: int = 0) -> None:
+    """Exercise 12.2: GPTQ's step for one column: quantize it, move the others to compensate
+    (seed 0: the notebook's layer; other seeds draw other weights and inputs)."""
     name = "Exercise 12.2"
-    w, u, scale, qmin, qmax = _gptq_problem(0)
+    w, u, scale, qmin, qmax = _gptq_problem(seed)
     want = _gptq_step(w, u, scale, qmin, qmax)
     got = fn(w.clone(), u.clone(), scale.clone(), qmin, qmax)
     if not isinstance(got, torch.Tensor) or got.shape != w.shape:
