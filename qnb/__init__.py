@@ -24,7 +24,8 @@ Modules, one idea each:
   outliers and SmoothQuant (simulated W8A8), GPTQ;
 - `bench`: latency and size, measured the workbook's way; `deploy`: saving, loading, fresh runs;
 - `stats`: paired comparisons and seed spread; `claims`: the prose's claims checked on the run;
-- `records`: metrics inside executed notebooks; `exercises`: checks for the exercises;
+- `records`: metrics inside executed notebooks; `exercises`: the exercises' checks, one module
+  per notebook, and their registry;
 - `assignments`: the course in nbgrader's format (checked metadata, `generate_assignment`);
 - `runner`, `sweep`, `report`: papermill runs, parameter grids, their HTML report;
 - `notebook`: notebook file hygiene.
