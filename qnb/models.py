@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub
+from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 
 from qnb import checks, data, files, lm, text
 from qnb.checks import check_int
@@ -369,6 +370,21 @@ def _epochs(model, *, loader, params, history, epochs, lr, shift, seed, eval_loa
     return model
 
 
+PREDICT_CHUNK = 100  # images per forward pass of a fake-quantized model in `predict`
+
+
+def _pass_size(model: nn.Module) -> int | None:
+    """Images per forward pass in `predict` (None: the caller's batches). A fake-quantized
+    model (torch.ao's fake quantizers, `qnb.simulate.FakeQuant`) rounds every activation
+    element by element, fastest on passes whose activations fit in the CPU's cache: 100
+    images at a time ran about twice as fast as 1,000 on a 2-core Xeon, with the same logits
+    bit for bit (each image is computed alone). Other models run the caller's batches as they are: a
+    dynamically quantized model takes its activation range from each pass."""
+    fake_quantized = any(isinstance(m, FakeQuantizeBase) or getattr(m, "is_fake_quant", False)
+                         for m in model.modules())
+    return PREDICT_CHUNK if fake_quantized else None
+
+
 def predict(model: nn.Module, loader: Iterable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`model`'s predicted classes and the true labels (both int64, in `loader` order) on
     `loader`'s (images, labels) batches; the test split by default. For paired comparisons of
@@ -378,7 +394,7 @@ def predict(model: nn.Module, loader: Iterable | None = None) -> tuple[torch.Ten
     loader = data.test_loader() if loader is None else loader
     was_training = model.training
     model.eval()
-    predicted, truth = [], []
+    predicted, truth, size = [], [], _pass_size(model)
     try:
         with torch.inference_mode():
             for batch in loader:
@@ -387,7 +403,8 @@ def predict(model: nn.Module, loader: Iterable | None = None) -> tuple[torch.Ten
                         f"loader must yield (images, labels) pairs, got {type(batch).__name__}"
                     )
                 images, labels = batch
-                predicted.append(model(images).argmax(1))
+                parts = images.split(size) if size and torch.is_tensor(images) else (images,)
+                predicted.append(torch.cat([model(part).argmax(1) for part in parts]))
                 truth.append(torch.as_tensor(labels).to(torch.int64).reshape(-1))
     finally:
         model.train(was_training)

@@ -21,6 +21,7 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.ao.quantization import QConfig, prepare
@@ -48,14 +49,29 @@ class LayerReport:
 class FakeQuant(nn.Module):
     """Fixed per-tensor fake quantization: round to the grid of (scale, zero_point), clamp."""
 
+    is_fake_quant = True  # `models.predict` runs fake-quantized models in cache-sized passes
+
     def __init__(self, scale: float, zero_point: int, quant_min: int, quant_max: int) -> None:
         super().__init__()
         self.scale, self.zero_point = float(scale), int(zero_point)
         self.quant_min, self.quant_max = int(quant_min), int(quant_max)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.fake_quantize_per_tensor_affine(
-            x, self.scale, self.zero_point, self.quant_min, self.quant_max
+        if x.dtype != torch.float32 or (x.requires_grad and torch.is_grad_enabled()):
+            return torch.fake_quantize_per_tensor_affine(  # with its straight-through gradient
+                x, self.scale, self.zero_point, self.quant_min, self.quant_max
+            )
+        # Evaluation: the arithmetic of torch's kernel (x * float32(1 / scale), round half to
+        # even, + zero point, clamp, - zero point, * scale) on one buffer, without the mask the
+        # kernel also writes: about 1.5x faster, bit-identical (tests/unit/test_simulate.py).
+        scale = np.float32(self.scale)
+        inverse = float(np.float32(1.0) / scale)
+        return (
+            torch.round(x * inverse)
+            .add_(self.zero_point)
+            .clamp_(self.quant_min, self.quant_max)
+            .sub_(self.zero_point)
+            .mul_(float(scale))
         )
 
     def extra_repr(self) -> str:

@@ -687,3 +687,24 @@ def test_weights_dir_and_file_names():
 
 def test_notebook_models_are_known_models():
     assert {name for name, _ in qm.NOTEBOOK_MODELS} == set(qm.MODELS)
+
+
+def test_predict_runs_fake_quantized_models_in_cache_sized_passes_with_the_same_logits():
+    """A fake-quantized model is run PREDICT_CHUNK images at a time: the predictions equal one
+    pass over the whole batch; other models get the caller's batches as they are."""
+    from qnb import simulate
+
+    model = qm.build("depthwise_cnn", seed=0).eval()
+    images = torch.randn(250, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    labels = torch.zeros(250, dtype=torch.int64)
+    sim, _ = simulate.simulate(model, weight_bits=4, act_bits=4, calib=[images[:64]])
+    sizes = []
+    sim.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    predicted, _ = qm.predict(sim, [(images, labels)])
+    assert sizes == [100, 100, 50]
+    with torch.inference_mode():
+        assert torch.equal(predicted, sim(images).argmax(1))
+    sizes.clear()
+    model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    qm.predict(model, [(images, labels)])
+    assert sizes == [250]

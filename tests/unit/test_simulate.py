@@ -208,3 +208,26 @@ def test_bad_arguments(model, kwargs, error, message):
 def test_bad_num_batches(model, batches):
     with pytest.raises(ValueError, match="num_batches must be an int >= 1, got 0"):
         calibrate(model, batches, num_batches=0)
+
+
+@pytest.mark.parametrize("zero_point, quant_min, quant_max", [(0, 0, 255), (73, 0, 255),
+                                                               (0, -128, 127), (3, 0, 15)])
+def test_fake_quant_evaluation_path_is_torchs_kernel_bit_for_bit(zero_point, quant_min, quant_max):
+    """The fast evaluation path of simulate.FakeQuant equals torch's fake-quantize kernel on
+    every value: ties of the grid, values beyond both ends, many scales."""
+    generator = torch.Generator().manual_seed(0)
+    for scale in torch.rand(40, generator=generator).mul(0.2).add(1e-4).tolist():
+        fq = simulate.FakeQuant(scale, zero_point, quant_min, quant_max)
+        grid = torch.arange(quant_min - 20, quant_max + 20, 0.5) - zero_point  # ties included
+        x = torch.cat([grid * scale, torch.randn(10_000, generator=generator) * 300 * scale])
+        with torch.inference_mode():
+            fast = fq(x)
+        expected = torch.fake_quantize_per_tensor_affine(x, scale, zero_point, quant_min, quant_max)
+        assert torch.equal(fast, expected), scale
+
+
+def test_fake_quant_keeps_the_straight_through_gradient():
+    fq = simulate.FakeQuant(0.1, 0, 0, 255)
+    x = torch.tensor([0.04, 0.26, 30.0, -1.0], requires_grad=True)
+    fq(x).sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 0.0, 0.0]  # passes inside the range, stops outside
