@@ -13,6 +13,12 @@ READY      := $(VENV)/.ready
 RUN        ?= runs/latest
 NOTEBOOKS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST     := $(BIN)/python -m pytest
+NBVAL      := $(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 \
+              --nbval-sanitize-with tests/nbval_sanitize.cfg
+# The notebooks that measure speed (qnb.notebook.times_things); read when a recipe needs them,
+# after the environment exists
+TIMING_NOTEBOOKS = $(shell $(BIN)/python -c 'import sys; from qnb.notebook import times_things; \
+    print(*[n for n in sys.argv[1:] if times_things(n)])' $(NOTEBOOKS))
 
 # The kernel is the `python3` kernel of this environment, never one from elsewhere on the machine.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
@@ -120,9 +126,11 @@ test-slow: $(READY)
 
 ## test-notebooks: every notebook under nbval, top to bottom: no cell may fail, and cells
 ##                 tagged nbval-check-output must reproduce their committed output
+# The notebooks that time nothing run one per core (each kernel on one thread, every cell of a
+# notebook in one worker: --dist loadscope), then the ones that time things (qnb.bench) alone.
 test-notebooks: $(READY)
-	$(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 \
-	    --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+	OMP_NUM_THREADS=1 $(NBVAL) -n auto --dist loadscope $(filter-out $(TIMING_NOTEBOOKS),$(NOTEBOOKS))
+	$(NBVAL) $(TIMING_NOTEBOOKS)
 
 ## test-parameters: papermill runs with non-default parameters (records checked) and
 ##                  with every cell run twice
