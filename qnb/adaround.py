@@ -265,14 +265,10 @@ def adaround(
                                       batches[0])
     results = []
     bar = optional_progress(names, progress, desc=f"AdaRound W{weight_bits}", unit="layer")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(models.TRAIN_THREADS)  # as training: the same rounding on any core count
-    try:
+    with models.on_train_threads():  # as training: the same rounding on any core count
         for index, name in enumerate(bar):
             results.append(_round_one(name, reference, sim, batches, weight_bits, granularity,
                                       settings, seed + index))
-    finally:
-        torch.set_num_threads(threads)
     return sim, results
 
 

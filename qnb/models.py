@@ -26,6 +26,7 @@ are cached in `.cache/models/`.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import io
@@ -35,7 +36,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -59,6 +60,7 @@ __all__ = [
     "train",
     "random_shift",
     "TRAIN_THREADS",
+    "on_train_threads",
     "evaluate",
     "predict",
     "pretrained",
@@ -564,14 +566,22 @@ def pretrained(
     return model
 
 
-def _on_train_threads(fit: Callable[..., nn.Module], model: nn.Module, **kwargs) -> nn.Module:
-    """`fit(model, **kwargs)` on `TRAIN_THREADS` threads (the caller's setting restored)."""
+@contextlib.contextmanager
+def on_train_threads() -> Iterator[None]:
+    """Run the block on `TRAIN_THREADS` threads, the caller's setting restored after: training
+    (and QAT, AdaRound) then gives the same weights on any core count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(TRAIN_THREADS)
     try:
-        return fit(model, **kwargs)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _on_train_threads(fit: Callable[..., nn.Module], model: nn.Module, **kwargs) -> nn.Module:
+    """`fit(model, **kwargs)` on `TRAIN_THREADS` threads (the caller's setting restored)."""
+    with on_train_threads():
+        return fit(model, **kwargs)
 
 
 # Every (name, seed) the notebooks load with their defaults: shipped in `WEIGHTS_DIR`.

@@ -407,8 +407,9 @@ def qat(
     over `train_loader`, Adam at `lr` (None: `default_lr`) with cosine decay, minimising
     `loss_fn(logits, target)` (default cross-entropy); `augment(inputs, generator)` (optional,
     e.g. `qnb.models.random_shift(2)`) is applied to each training batch with a generator seeded
-    by `seed` (the global RNG is left as it was), so the same inputs give the same model on the
-    same machine. `freeze_bn_after`, `freeze_observers_after`: optimizer steps after which
+    by `seed` (the global RNG is left as it was); the fine-tuning runs on `models.TRAIN_THREADS`
+    threads, so the same inputs give the same model on any core count of the same CPU.
+    `freeze_bn_after`, `freeze_observers_after`: optimizer steps after which
     batch-norm statistics / quantization ranges stop updating (0: from the start; default: after
     half / three quarters of the steps). `calib` (optional, batches or `(input, target)` pairs)
     warms up the observers before the first step, which also gives the history a step-0 row.
@@ -461,17 +462,18 @@ def qat(
             calibrate(prepared, calib, desc="QAT observer warm-up")
         run.log(len(loader), lr)
     log_every = log_every or max(1, total // 10)
-    _fine_tune(
-        run,
-        loader,
-        epochs=epochs,
-        lr=lr,
-        augment=augment,
-        loss_fn=loss_fn,
-        seed=seed,
-        log_every=log_every,
-        progress=progress,
-    )
+    with models.on_train_threads():  # the same fine-tuned model on any core count
+        _fine_tune(
+            run,
+            loader,
+            epochs=epochs,
+            lr=lr,
+            augment=augment,
+            loss_fn=loss_fn,
+            seed=seed,
+            log_every=log_every,
+            progress=progress,
+        )
     prepared.apply(disable_observer)
     prepared.apply(freeze_bn_stats)
     prepared.eval()

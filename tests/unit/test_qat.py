@@ -174,6 +174,21 @@ def test_caller_model_is_unchanged_and_runs_are_deterministic(plain, evals, w4a4
     assert not plain.training and not qat.fake_quants(plain)
 
 
+def test_the_same_model_on_any_thread_count(plain, evals, w4a4):
+    """Fine-tuning runs on models.TRAIN_THREADS threads: a caller on 2 threads gets the model a
+    caller on 1 thread gets, bit for bit, and keeps its own thread count."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads > 1 else 2)
+        other, _ = run(plain, evals, weight_bits=4, act_bits=4, log_every=1)
+        assert torch.get_num_threads() == (1 if threads > 1 else 2)
+    finally:
+        torch.set_num_threads(threads)
+    first, _ = w4a4
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, other.state_dict()[key]), key
+
+
 class NoStub(nn.Module):
     def __init__(self) -> None:
         super().__init__()
