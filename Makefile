@@ -113,7 +113,7 @@ test-lint: $(READY)
 ## test-units: all unit tests (test-fast and test-slow at once), one pytest-xdist
 ##             worker per core
 test-units: $(READY)
-	$(PYTEST) -n auto tests/unit
+	$(PYTEST) -n auto --durations=15 tests/unit
 
 ## test-fast: the unit tests not marked slow
 test-fast: $(READY)
@@ -137,7 +137,7 @@ test-notebooks: $(READY)
 # One notebook per core at a time, each kernel on one thread (OMP_NUM_THREADS=1: no
 # oversubscribed cores); timing claims are asserted only for a notebook that ran alone.
 test-parameters: $(READY)
-	OMP_NUM_THREADS=1 $(PYTEST) -n auto tests/notebooks
+	OMP_NUM_THREADS=1 $(PYTEST) -n auto --durations=15 tests/notebooks
 
 ## test-browser: JupyterLab end to end: REST API and kernel, then a headless-Chromium
 ##               "run all"
