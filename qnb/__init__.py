@@ -3,7 +3,8 @@
 The base layer, which every module may use: `checks` (one argument check per concept),
 `eager` (the eager torch.ao plumbing: engines, fusion, model checks, the first int8 run),
 `files` (the checkout's root, the atomic writer), `env` (this machine: engines, CPU),
-`progress` (bars), `calibration` (feeding batches). Dependencies point one way: no module uses
+`progress` (bars), `calibration` (feeding batches), `hooks` (forward hooks for one block,
+always removed). Dependencies point one way: no module uses
 another's `_private` names, and the notebook tooling does not import torch.
 
 Modules, one idea each:

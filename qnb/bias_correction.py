@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from qnb import calibration, checks, simulate
+from qnb import calibration, checks, hooks, simulate
 from qnb.progress import check_enabled as check_progress
 from qnb.progress import optional as optional_progress
 
@@ -55,14 +55,8 @@ def output_means(model: nn.Module, names: list[str], batches: list[torch.Tensor]
             sums[name][1] += count
         return add
 
-    handles = [layers[n].register_forward_hook(hook(n), prepend=True) for n in names]
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with hooks.attached([(layers[n], hook(n)) for n in names], prepend=True):
+        hooks.run(model, batches)
     return {n: total / count for n, (total, count) in sums.items()}
 
 

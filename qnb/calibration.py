@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from qnb import checks
+from qnb import checks, hooks
 from qnb.progress import progress
 
 
@@ -75,16 +75,9 @@ def forward_order(model: nn.Module, layers: Mapping[str, nn.Module], batch: torc
     """The names of `layers` ({name: submodule of `model`}) in the order one forward pass of
     `batch` first calls them; layers the pass never calls are left out."""
     order: list[str] = []
-    handles = [
-        module.register_forward_hook(lambda *_, name=name: order.append(name))
-        for name, module in layers.items()
-    ]
-    try:
-        with torch.inference_mode():
-            model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    seen = [(module, lambda *_, name=name: order.append(name)) for name, module in layers.items()]
+    with hooks.attached(seen):
+        hooks.run(model, [batch], inference=True)
     return list(dict.fromkeys(order))
 
 
@@ -99,14 +92,10 @@ def capture(
         raise ValueError(f"name={name!r} is not a submodule of the model")
     seen: list[torch.Tensor] = []
     if output:
-        hook = module.register_forward_hook(lambda _m, _a, out: seen.append(out.detach()),
-                                            prepend=True)
+        watch = hooks.attached([(module, lambda _m, _a, out: seen.append(out.detach()))],
+                               prepend=True)
     else:
-        hook = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
-    try:
-        with torch.no_grad():  # not inference_mode: the tensors may feed autograd later
-            for batch in batches:
-                model(batch)
-    finally:
-        hook.remove()
+        watch = hooks.attached(pre=[(module, lambda _m, args: seen.append(args[0].detach()))])
+    with watch:
+        hooks.run(model, batches)  # not inference_mode: the tensors may feed autograd later
     return torch.cat(seen)

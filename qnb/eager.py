@@ -28,7 +28,7 @@ from torch.ao.quantization.quantization_mappings import (
     get_default_static_quant_module_mappings,
 )
 
-from qnb import checks
+from qnb import checks, hooks
 
 __all__ = [
     "CPU_ONLY",
@@ -320,12 +320,11 @@ def first_int8_run(int8: nn.Module, x: torch.Tensor) -> dict[str, str]:
     def leave(module: nn.Module, args: tuple, output: object) -> None:
         stack.pop()
 
-    handles = []
-    for name, module in int8.named_modules():
-        handles.append(module.register_forward_pre_hook(enter(name)))
-        handles.append(module.register_forward_hook(leave))
+    modules = list(int8.named_modules())
+    watch = hooks.attached(forward=[(module, leave) for _, module in modules],
+                           pre=[(module, enter(name)) for name, module in modules])
     try:
-        with warnings.catch_warnings(), torch.inference_mode():
+        with watch, warnings.catch_warnings(), torch.inference_mode():
             warnings.filterwarnings("error", message=_CAT_WARNING)
             int8(x)
     except Exception as exc:
@@ -333,7 +332,4 @@ def first_int8_run(int8: nn.Module, x: torch.Tensor) -> dict[str, str]:
         name = stack[-1] if stack else None
         module = named.get(name) if name is not None else None
         raise QuantizedTensorError(_explain(exc, name, module)) from exc
-    finally:
-        for handle in handles:
-            handle.remove()
     return seen

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from qnb import checks
+from qnb import checks, hooks
 from qnb.calibration import batch_inputs, calibrate
 
 if TYPE_CHECKING:  # torchao is imported lazily: importing it takes seconds
@@ -72,17 +72,10 @@ def shared_modules(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     _check_model(model)
     example = _check_example(example)
     calls: dict[str, int] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if name and not any(True for _ in module.children()):
-            hook = _counter(calls, name)
-            handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    leaves = [(module, _counter(calls, name)) for name, module in model.named_modules()
+              if name and not any(True for _ in module.children())]
+    with hooks.attached(leaves):
+        hooks.run(model, [example])
     return {name: n for name, n in calls.items() if n > 1}
 
 

@@ -36,7 +36,7 @@ from torch.ao.quantization.observer import (
     PerChannelMinMaxObserver,
 )
 
-from qnb import affine, checks, eager, estimators, simulate
+from qnb import affine, checks, eager, estimators, hooks, simulate
 from qnb.calibration import batch_inputs, calibrate
 from qnb.eager import EngineMismatchError, QuantizedTensorError  # noqa: F401 (ptq.X works too)
 
@@ -322,11 +322,8 @@ def quantize_static(
             if not first:
                 first.append(args[0])
 
-        handle = prepared.register_forward_pre_hook(keep_first)
-        try:
+        with hooks.attached(pre=[(prepared, keep_first)]):
             batches = calibrate(prepared, calib, num_batches, desc=f"calibrating ({engine})")
-        finally:
-            handle.remove()
         _check_observed(prepared)
         qconfigs = {n: getattr(m, "qconfig", None) for n, m in prepared.named_modules()}
         unused = _keep_unused_float(prepared)
@@ -355,10 +352,11 @@ def quantize_static(
 
 
 def _capture(model: nn.Module, names: list[str], outputs: dict) -> list:
-    """Forward hooks that store each named module's output (a FloatFunctional's: its
-    `activation_post_process`, which every add/cat/mul passes through)."""
+    """(module, forward hook) pairs that store each named module's output in `outputs` (a
+    FloatFunctional's: its `activation_post_process`, which every add/cat/mul passes
+    through)."""
     modules = dict(model.named_modules())
-    handles = []
+    pairs = []
     for name in names:
         module = modules.get(name)
         if module is None:
@@ -371,8 +369,8 @@ def _capture(model: nn.Module, names: list[str], outputs: dict) -> list:
                 out = out.dequantize() if out.is_quantized else out
                 outputs.setdefault(name, []).append(out.detach().reshape(-1))
 
-        handles.append(module.register_forward_hook(hook))
-    return handles
+        pairs.append((module, hook))
+    return pairs
 
 
 def layer_errors(float_model: nn.Module, int8_model: nn.Module, batch: object):
@@ -402,14 +400,10 @@ def layer_errors(float_model: nn.Module, int8_model: nn.Module, batch: object):
     ]
     float_out: dict[str, list] = {}
     int8_out: dict[str, list] = {}
-    handles = _capture(reference, names, float_out) + _capture(int8_model, names, int8_out)
-    try:
-        with torch.inference_mode():
-            reference(x)
-            int8_model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with hooks.attached(_capture(reference, names, float_out)
+                        + _capture(int8_model, names, int8_out)):
+        hooks.run(reference, [x], inference=True)
+        hooks.run(int8_model, [x], inference=True)
     if not float_out:
         raise ValueError(
             "float_model has none of int8_model's quantized layers "

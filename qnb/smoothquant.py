@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from qnb import checks, rtn
+from qnb import checks, hooks, rtn
 from qnb.calibration import input_batches
 
 __all__ = [
@@ -134,15 +134,10 @@ def activation_stats(model: nn.Module, batches: Iterable, layers: Iterable[str] 
     batches = input_batches(batches)
     modules = dict(model.named_modules())
     moments = {name: _Moments() for name in names}
-    handles = [modules[name].register_forward_pre_hook(
-        lambda _m, args, name=name: moments[name].add(args[0])) for name in names]
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    watch = [(modules[name], lambda _m, args, name=name: moments[name].add(args[0]))
+             for name in names]
+    with hooks.attached(pre=watch):
+        hooks.run(model, batches)
     silent = [name for name in names if moments[name].count == 0]
     if silent:
         raise ValueError(f"layers {silent} never ran on the calibration batches")
