@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from qnb.checks import check_bits
+from qnb.checks import check_bits, show
 
 __all__ = ["QParams", "qparams", "quantize", "dequantize", "fake_quantize", "sqnr_db"]
 
@@ -69,20 +69,12 @@ EPS = np.float32(np.finfo(np.float32).eps)  # torch observers' smallest scale (2
 
 
 # ----------------------------------------------------------------------------- validation
-def _show(value: Any) -> str:
-    """A short, readable rendering of a bad value for error messages."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _first_bad(arr: np.ndarray, bad: np.ndarray) -> str:
     """'nan at index (2,) (3 of 10 values)' for the first True of `bad`."""
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
     where = f" at index {idx}" if arr.ndim else ""
     count = f" ({int(bad.sum())} of {arr.size} values)" if arr.size > 1 else ""
-    return f"{_show(arr[idx])}{where}{count}"
+    return f"{show(arr[idx])}{where}{count}"
 
 
 def _is_int(value: Any) -> bool:
@@ -95,14 +87,14 @@ def _check_bits(bits: Any) -> int:
 
 def _check_flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False; got {_show(value)}")
+        raise TypeError(f"{name} must be True or False; got {show(value)}")
     return bool(value)
 
 
 def _check_axis(axis: Any, ndim: int, name: str) -> int:
     if not _is_int(axis) or not -ndim <= axis < ndim:
         allowed = f"an int in {-ndim}..{ndim - 1}" if ndim else "None"
-        raise ValueError(f"axis must be {allowed} for {ndim}-d {name}; got {_show(axis)}")
+        raise ValueError(f"axis must be {allowed} for {ndim}-d {name}; got {show(axis)}")
     return int(axis) % ndim
 
 
@@ -111,9 +103,9 @@ def _as_array(value: Any, name: str, kinds: str, what: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except Exception as exc:  # e.g. ragged nested lists
-        raise TypeError(f"{name} must be {what}; got {_show(value)}") from exc
+        raise TypeError(f"{name} must be {what}; got {show(value)}") from exc
     if arr.dtype.kind not in kinds:
-        raise TypeError(f"{name} must be {what}; got dtype {arr.dtype} ({_show(value)})")
+        raise TypeError(f"{name} must be {what}; got dtype {arr.dtype} ({show(value)})")
     return arr
 
 
@@ -134,7 +126,7 @@ def _int_range(bits: int, signed: bool) -> tuple[int, int]:
 
 def _check_code(value: Any, name: str, lo: int, hi: int) -> np.int64:
     if not _is_int(value) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be an int in {lo}..{hi}; got {_show(value)}")
+        raise ValueError(f"{name} must be an int in {lo}..{hi}; got {show(value)}")
     return np.int64(value)
 
 
@@ -227,7 +219,7 @@ class QParams:
 
     def __repr__(self) -> str:
         def fmt(v: Any) -> str:
-            return np.array2string(v, separator=", ") if np.ndim(v) else _show(v)
+            return np.array2string(v, separator=", ") if np.ndim(v) else show(v)
 
         fields = ", ".join(f"{f}={fmt(getattr(self, f))}" for f in self.__dataclass_fields__)
         return f"QParams({fields})"
@@ -278,7 +270,7 @@ def qparams(
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         where = f" at channel {idx[0]}" if idx else ""
         raise ValueError(
-            f"xmin must be <= xmax; got xmin={_show(lo[idx])} > xmax={_show(hi[idx])}{where}"
+            f"xmin must be <= xmax; got xmin={show(lo[idx])} > xmax={show(hi[idx])}{where}"
         )
     lo = np.minimum(lo, np.float32(0))  # the range must contain 0 so that 0 is exact
     hi = np.maximum(hi, np.float32(0))
@@ -290,7 +282,7 @@ def qparams(
     if not np.isfinite(scale).all():
         raise ValueError(
             "xmax - xmin must fit in float32 (below 3.4e38); "
-            f"got xmin={_show(np.min(xmin))}, xmax={_show(np.max(xmax))}"
+            f"got xmin={show(np.min(xmin))}, xmax={show(np.max(xmax))}"
         )
     if symmetric:
         zero_point = np.full(lo.shape, 0 if signed else (qmin + qmax + 1) // 2, np.int64)

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def _show(value: object) -> str:
-    """A short repr of a bad value for a message."""
+def show(value: object) -> str:
+    """A short repr of a bad value for an error message (numpy scalars as Python numbers)."""
     text = repr(value.item() if isinstance(value, np.generic) else value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -30,9 +30,9 @@ def check_int(name: str, value: object, lo: int = 1, hi: int | None = None) -> i
     """`value` as an int in lo..hi, or a TypeError/ValueError naming `name` and `value`."""
     allowed = f"an int in {lo}..{hi}" if hi is not None else f"an int >= {lo}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be {allowed}, got {_show(value)} ({type(value).__name__})")
+        raise TypeError(f"{name} must be {allowed}, got {show(value)} ({type(value).__name__})")
     if value < lo or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be {allowed}, got {_show(value)}")
+        raise ValueError(f"{name} must be {allowed}, got {show(value)}")
     return int(value)
 
 
@@ -40,7 +40,7 @@ def check_bool(name: str, value: object) -> bool:
     """`value` if it is True or False (numpy's bool too), else a TypeError naming `name`."""
     if not isinstance(value, bool | np.bool_):
         kind = type(value).__name__
-        raise TypeError(f"{name} must be True or False, got {_show(value)} ({kind})")
+        raise TypeError(f"{name} must be True or False, got {show(value)} ({kind})")
     return bool(value)
 
 
@@ -48,9 +48,9 @@ def check_positive(name: str, value: object) -> float:
     """`value` as a float if it is a finite number > 0 (a learning rate, a scale, seconds)."""
     allowed = f"{name} must be a finite number > 0"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{allowed}, got {_show(value)} ({type(value).__name__})")
+        raise TypeError(f"{allowed}, got {show(value)} ({type(value).__name__})")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{allowed}, got {_show(value)}")
+        raise ValueError(f"{allowed}, got {show(value)}")
     return float(value)
 
 
@@ -59,7 +59,7 @@ def check_choice(name: str, value: object, choices: Sequence) -> object:
     if isinstance(value, str | int | float | type(None)) and value in choices:
         return value
     allowed = ", ".join(repr(c) for c in choices)
-    raise ValueError(f"{name} must be one of {allowed}, got {_show(value)}")
+    raise ValueError(f"{name} must be one of {allowed}, got {show(value)}")
 
 
 def check_bits(name: str, bits: object, lo: int = 2, hi: int = 16) -> int:
@@ -139,6 +139,6 @@ def check_engine(engine: object, name: str = "engine") -> str:
         raise ValueError(
             f"{name} must be one of the quantized engines this PyTorch supports: "
             f"{', '.join(repr(e) for e in supported)} (or None: this machine's default, "
-            f"{env.default_engine()!r}); got {_show(engine)}"
+            f"{env.default_engine()!r}); got {show(engine)}"
         )
     return engine

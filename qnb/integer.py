@@ -64,7 +64,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from qnb.affine import QParams
-from qnb.checks import check_bool, check_int
+from qnb.checks import check_bool, check_int, show
 
 __all__ = [
     "INT32_MAX",
@@ -103,13 +103,6 @@ class FixedPoint(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- validation
-def _show_value(value: Any) -> str:
-    if isinstance(value, np.generic):
-        value = value.item()
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _int_codes(value: Any, name: str, ndim: tuple[int, ...], what: str) -> np.ndarray:
     """`value` as an int64 array of one of the dimensionalities `ndim`, or a clear error."""
     arr = np.asarray(value)
@@ -129,7 +122,7 @@ def _in_range(codes: np.ndarray, name: str, qp: QParams) -> None:
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
             f"{name} must hold codes in [qmin, qmax] = [{qp.qmin}, {qp.qmax}] of its QParams; "
-            f"got {_show_value(codes[idx])} at index {idx} ({int(bad.sum())} of {codes.size} "
+            f"got {show(codes[idx])} at index {idx} ({int(bad.sum())} of {codes.size} "
             "codes outside)"
         )
 
@@ -162,7 +155,7 @@ def _check_bias(bias: Any, channels: int) -> np.ndarray | None:
             f"bias must have one value per output channel, shape ({channels},); got {arr.shape}"
         )
     if not np.isfinite(arr).all():
-        raise ValueError(f"bias must be finite; got {_show_value(arr[~np.isfinite(arr)][0])}")
+        raise ValueError(f"bias must be finite; got {show(arr[~np.isfinite(arr)][0])}")
     return arr.astype(F32)
 
 
@@ -183,7 +176,7 @@ def _check_choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
 def _pair(value: Any, name: str, lo: int) -> tuple[int, int]:
     items = tuple(value) if isinstance(value, tuple | list) else (value, value)
     if len(items) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints; got {_show_value(value)}")
+        raise ValueError(f"{name} must be an int or a pair of ints; got {show(value)}")
     return tuple(check_int(name, v, lo) for v in items)  # type: ignore[return-value]
 
 
@@ -246,7 +239,7 @@ def fixed_point_multiplier(multiplier: Any) -> FixedPoint:
     if m.dtype.kind not in "iuf" or not (np.isfinite(m) & (m > 0)).all() or m.ndim > 1:
         raise ValueError(
             f"multiplier must be a positive finite number or 1-D array of them; got "
-            f"{_show_value(multiplier)}"
+            f"{show(multiplier)}"
         )
     q, shift = np.frexp(m)  # m = q * 2**shift, q in [0.5, 1)
     # TfLiteRound = std::round: half away from zero (q > 0: floor(x + 0.5), exact in float64
@@ -360,7 +353,7 @@ def requantize(
         m = np.asarray(multiplier, F32)
         if not (np.isfinite(m) & (m > 0)).all():
             raise ValueError(
-                f"multiplier must be positive and finite; got {_show_value(multiplier)}"
+                f"multiplier must be positive and finite; got {show(multiplier)}"
             )
         if acc.dtype.kind != "f":
             _check_int32(acc.astype(np.int64, copy=False), "acc")
@@ -829,7 +822,7 @@ def fold_bn(
     )
     b = np.zeros(c, F32) if bias is None else _float_array(bias, "bias", (c,))
     if not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0; got {_show_value(eps)}")
+        raise ValueError(f"eps must be a finite number >= 0; got {show(eps)}")
     if np.any(var + F32(eps) <= 0):
         raise ValueError(f"var + eps must be > 0 in every channel; got min {np.min(var + eps)}")
     inv_std = F32(1) / np.sqrt(var + F32(eps))  # torch.rsqrt
@@ -848,7 +841,7 @@ def _float_array(value: Any, name: str, shape: tuple[int, ...] | None = None) ->
             f"{name} must have shape {shape} (one per output channel); got {arr.shape}"
         )
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite; got {_show_value(arr[~np.isfinite(arr)][0])}")
+        raise ValueError(f"{name} must be finite; got {show(arr[~np.isfinite(arr)][0])}")
     return arr.astype(F32)
 
 

@@ -61,10 +61,6 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _show(value) -> str:
-    return value if isinstance(value, str) else repr(value)
-
-
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns)
 
@@ -132,7 +128,7 @@ def record_table(records: dict) -> str:
         row_class = f' class="{classes}"' if classes else ""
         body.append(
             f"<tr{row_class}><td>{html.escape(name)}</td>"
-            f'<td title="{html.escape(_show(raw))}">{html.escape(text)}</td></tr>'
+            f'<td title="{html.escape(sweep.show_param(raw))}">{html.escape(text)}</td></tr>'
         )
     return (
         "<table><thead><tr><th>record</th><th>value</th></tr></thead><tbody>"
@@ -155,14 +151,14 @@ def plot(rows: list[dict], x: str, y: str, others: list[str]) -> Figure:
     (`SEED_PARAMS` among the `others`) are one point per seed around a line through the mean."""
     fig = Figure(figsize=(5, 3.4))
     ax = fig.subplots()
-    values = list(dict.fromkeys(_show(r[x]) for r in rows))
+    values = list(dict.fromkeys(sweep.show_param(r[x]) for r in rows))
     numeric = all(_is_number(r[x]) for r in rows)
-    position = (lambda v: v) if numeric else (lambda v: values.index(_show(v)))
+    position = (lambda v: v) if numeric else (lambda v: values.index(sweep.show_param(v)))
     seeds = [o for o in others if o in SEED_PARAMS]
     lines = [o for o in others if o not in SEED_PARAMS]
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        label = ", ".join(f"{o}={_show(row[o])}" for o in lines)
+        label = ", ".join(f"{o}={sweep.show_param(row[o])}" for o in lines)
         groups.setdefault(label, []).append(row)
     for i, (label, group) in enumerate(groups.items()):
         points = sorted((position(r[x]), r[y]) for r in group if _is_number(r[y]))
@@ -194,7 +190,7 @@ def plot(rows: list[dict], x: str, y: str, others: list[str]) -> Figure:
 def _figures(rows: list[dict], params: list[str], records: list[str]) -> list[str]:
     """Base64 PNGs: each varying numeric record against each swept parameter (ok runs)."""
     ok = [r for r in rows if r["status"] == "ok"]
-    swept = [p for p in params if len({_show(r[p]) for r in ok}) > 1]
+    swept = [p for p in params if len({sweep.show_param(r[p]) for r in ok}) > 1]
     numeric = [  # numeric records that vary: a constant needs no plot
         k
         for k in records
@@ -232,11 +228,11 @@ def _runs_table(rows: list[dict], params: list[str]) -> str:
     head = ["run", *used, "status", "seconds"] + (["claims failed"] if claims else [])
     body = []
     for r in rows:
-        cells = [_link(r["run"]), *(html.escape(_show(r.get(p, ""))) for p in used)]
+        cells = [_link(r["run"]), *(html.escape(sweep.show_param(r.get(p, ""))) for p in used)]
         cells += [_status(r), _seconds(r)]
         if claims:
             n = r.get("claims_failed")
-            shown = "" if n in ("", None) else html.escape(_show(n))
+            shown = "" if n in ("", None) else html.escape(sweep.show_param(n))
             cells.append(f'<span class="failed">{n}</span>' if _is_number(n) and n else shown)
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{html.escape(h)}</th>" for h in head)

@@ -184,7 +184,8 @@ def _check_value(name: str, value, whole=None) -> None:
 # --- plan ---------------------------------------------------------------------------------
 
 
-def _show(value) -> str:
+def show_param(value) -> str:
+    """A parameter value as text: strings as they are, anything else as its repr."""
     return value if isinstance(value, str) else repr(value)
 
 
@@ -198,7 +199,7 @@ def run_name(stem: str, params: dict) -> str:
     Names that needed changing (odd characters) or shortening get a hash of the parameters,
     so two different runs never share a name.
     """
-    raw = "__".join([stem, *(f"{k}={_show(v)}" for k, v in params.items())])
+    raw = "__".join([stem, *(f"{k}={show_param(v)}" for k, v in params.items())])
     safe = _UNSAFE.sub("_", raw)
     if safe != raw or len(safe) > MAX_NAME:
         safe = f"{safe[:MAX_NAME]}__{_digest(params)}"
