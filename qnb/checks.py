@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 
@@ -79,6 +80,18 @@ def check_model(model: object, name: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+def check_float_tensor(name: str, value: object) -> torch.Tensor:
+    """`value` if it is a floating-point torch.Tensor holding no NaN or inf."""
+    import torch
+
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        got = f"dtype {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise TypeError(f"{name} must be a float torch.Tensor, got {got}")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} holds NaN or inf values")
+    return value
 
 
 def check_eval_model(model: object, name: str = "model", why: str = "") -> nn.Module:

@@ -43,25 +43,19 @@ def hessian(inputs: torch.Tensor) -> torch.Tensor:
     in float64.
 
     Taught in notebook 12 (llm_weight_quantization)."""
-    if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
-        raise TypeError(f"inputs must be a float torch.Tensor, got {type(inputs).__name__}")
+    checks.check_float_tensor("inputs", inputs)
     if inputs.dim() < 2 or inputs.numel() == 0:
         raise ValueError(f"inputs must be a non-empty (tokens, in_features) tensor, got shape "
                          f"{tuple(inputs.shape)}")
-    if not torch.isfinite(inputs).all():
-        raise ValueError("inputs hold NaN or inf values")
     x = inputs.detach().reshape(-1, inputs.shape[-1]).to(torch.float64)
     return 2 * x.T @ x / len(x)
 
 
 def _check_hessian(H: object, in_features: int) -> torch.Tensor:
-    if not isinstance(H, torch.Tensor) or not H.is_floating_point():
-        raise TypeError(f"H must be a float torch.Tensor, got {type(H).__name__}")
+    checks.check_float_tensor("H", H)
     if H.shape != (in_features, in_features):
         raise ValueError(f"H must be (in_features, in_features) = ({in_features}, "
                          f"{in_features}) for this weight, got shape {tuple(H.shape)}")
-    if not torch.isfinite(H).all():
-        raise ValueError("H holds NaN or inf values")
     return H.detach().to(torch.float64).clone()
 
 

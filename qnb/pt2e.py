@@ -46,11 +46,7 @@ def _check_model(model: object) -> nn.Module:
 
 
 def _check_example(example: object) -> torch.Tensor:
-    if not isinstance(example, torch.Tensor):
-        raise TypeError(f"example must be an input tensor, got {type(example).__name__}")
-    if not example.is_floating_point():
-        raise ValueError(f"example must be a float tensor, got dtype {example.dtype}")
-    return example
+    return checks.check_float_tensor("example", example)
 
 
 def export_model(model: nn.Module, example: torch.Tensor, *, strict: bool = True) -> nn.Module:

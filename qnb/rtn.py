@@ -80,13 +80,10 @@ def grid(bits: int) -> tuple[int, int]:
 
 
 def _check_weight(weight: object) -> torch.Tensor:
-    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
-        raise TypeError(f"weight must be a float torch.Tensor, got {type(weight).__name__}")
+    checks.check_float_tensor("weight", weight)
     if weight.dim() != 2 or weight.numel() == 0:
         raise ValueError(f"weight must be a non-empty 2-D (out_features, in_features) tensor, "
                          f"got shape {tuple(weight.shape)}")
-    if not torch.isfinite(weight).all():
-        raise ValueError("weight holds NaN or inf values")
     return weight.detach()
 
 

@@ -142,15 +142,11 @@ def _check_onnx_path(path: object, name: str = "path", exists: bool = False) -> 
 
 
 def _check_example(example: object) -> torch.Tensor:
-    if not isinstance(example, torch.Tensor):
-        raise TypeError(f"example must be an input tensor, got {type(example).__name__}")
-    if not example.is_floating_point() or example.dim() < 2:
+    checks.check_float_tensor("example", example)
+    if example.dim() < 2:
         raise ValueError(
-            "example must be a float batch with a leading batch dim, got dtype "
-            f"{example.dtype} and shape {tuple(example.shape)}"
+            f"example must be a batch with a leading batch dim, got shape {tuple(example.shape)}"
         )
-    if not bool(torch.isfinite(example).all()):
-        raise ValueError("example holds NaN or inf; export on finite input")
     return example
 
 

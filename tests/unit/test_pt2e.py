@@ -127,8 +127,9 @@ def test_quantize_pt2e_refuses_train_mode(example):
 @pytest.mark.parametrize(
     ("example", "error", "match"),
     [
-        ([1.0, 2.0], TypeError, "example must be an input tensor, got list"),
-        (torch.zeros(4, 3, 16, 16, dtype=torch.long), ValueError, "float tensor.*int64"),
+        ([1.0, 2.0], TypeError, "example must be a float torch.Tensor, got list"),
+        (torch.zeros(4, 3, 16, 16, dtype=torch.long), TypeError, "float torch.Tensor.*int64"),
+        (torch.full((4, 3, 16, 16), float("inf")), ValueError, "example holds NaN or inf"),
     ],
 )
 def test_quantize_pt2e_refuses_bad_example(tiny, example, error, match):
@@ -172,7 +173,7 @@ def test_compile_for_cpu_refuses_bad_input(tiny, example):
         pt2e.compile_for_cpu(lambda x: x, example)
     with pytest.raises(ValueError, match="train mode"):
         pt2e.compile_for_cpu(Tiny().train(), example)
-    with pytest.raises(TypeError, match="example must be an input tensor"):
+    with pytest.raises(TypeError, match="example must be a float torch.Tensor, got NoneType"):
         pt2e.compile_for_cpu(tiny, None)
 
 

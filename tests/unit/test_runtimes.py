@@ -81,9 +81,11 @@ def test_export_of_an_unknown_operator_names_it(tmp_path):
     ("kwargs", "error", "message"),
     [
         ({"path": "model.pt"}, ValueError, r"path must name an \.onnx file, got 'model\.pt'"),
-        ({"example": torch.zeros(2, 1, 28, 28, dtype=torch.int64)}, ValueError, "float batch"),
+        ({"example": torch.zeros(2, 1, 28, 28, dtype=torch.int64)}, TypeError,
+         "example must be a float torch.Tensor, got dtype torch.int64"),
+        ({"example": torch.zeros(28, dtype=torch.float32)}, ValueError, "leading batch dim"),
         ({"example": torch.full((2, 1, 28, 28), float("nan"))}, ValueError, "NaN or inf"),
-        ({"example": [1, 2]}, TypeError, "example must be an input tensor, got list"),
+        ({"example": [1, 2]}, TypeError, "example must be a float torch.Tensor, got list"),
         ({"dynamic_batch": "yes"}, TypeError, "dynamic_batch must be True or False"),
     ],
 )
