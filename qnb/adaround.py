@@ -36,8 +36,8 @@ from torch import nn
 from torch.func import functional_call
 
 from qnb import calibration, checks, models, simulate
+from qnb.progress import bar_as_asked
 from qnb.progress import check_enabled as check_progress
-from qnb.progress import optional as optional_progress
 
 __all__ = [
     "ZETA",
@@ -258,13 +258,13 @@ def adaround(
     seed = checks.check_int("seed", seed, 0)
     check_progress(progress)
     batches = calibration.input_batches(calib, num_batches)
-    reference = simulate.fused(model)
+    reference = simulate.fused_copy(model)
     sim, _ = simulate.simulate(model, weight_bits=weight_bits, act_bits=act_bits,
                                granularity=granularity, act_method=act_method, calib=batches)
     names = calibration.forward_order(reference, dict(simulate.weight_layers(reference)),
                                       batches[0])
     results = []
-    bar = optional_progress(names, progress, desc=f"AdaRound W{weight_bits}", unit="layer")
+    bar = bar_as_asked(names, progress, desc=f"AdaRound W{weight_bits}", unit="layer")
     with models.on_train_threads():  # as training: the same rounding on any core count
         for index, name in enumerate(bar):
             results.append(_round_one(name, reference, sim, batches, weight_bits, granularity,

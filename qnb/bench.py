@@ -375,7 +375,7 @@ def _measure(
         for current in names:
             calls[current] = inner or _calls_per_sample(run, select(current))
         times: dict[str, list[float]] = {name: [] for name in names}
-        rounds = bars.optional(_rounds(names, repeats), progress, desc="timing", total=repeats)
+        rounds = bars.bar_as_asked(_rounds(names, repeats), progress, desc="timing", total=repeats)
         for order in rounds:
             for current in order:
                 model = select(current)
@@ -511,7 +511,7 @@ def speedups(
     engines = {f"int8[{e}]": e for e in int8}
     grid = [(n, x) for n in threads for x in inputs]
     rows = []
-    for n, x in bars.optional(grid, bars.check_enabled(progress), desc="fp32 vs int8"):
+    for n, x in bars.bar_as_asked(grid, bars.check_enabled(progress), desc="fp32 vs int8"):
         result = compare(
             {"fp32": fp32, **named},
             x,

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from qnb import calibration, checks, hooks, simulate
+from qnb.progress import bar_as_asked
 from qnb.progress import check_enabled as check_progress
-from qnb.progress import optional as optional_progress
 
 __all__ = ["channel_means", "output_means", "correct_bias"]
 
@@ -83,9 +83,9 @@ def correct_bias(
     `reference` on `calib`, and the correction subtracted from each layer's bias.
 
     `quantized` is a fake-quantized model of `qnb.simulate` and `reference` the fused float
-    model it was made from (`simulate.fused(model)`), with the same layer names. A layer without
-    a bias gets one. The means are taken on each layer's own output, before its ReLU and before
-    any activation quantizer. Neither model is changed.
+    model it was made from (`simulate.fused_copy(model)`), with the same layer names. A layer
+    without a bias gets one. The means are taken on each layer's own output, before its ReLU and
+    before any activation quantizer. Neither model is changed.
 
     Taught in notebook 07 (advanced_ptq)."""
     checks.check_eval_model(quantized, "quantized")
@@ -98,7 +98,7 @@ def correct_bias(
     names = calibration.forward_order(corrected, {n: layers[n] for n in names}, batches[0])
     wanted = output_means(reference, names, batches)
     shifts = {}
-    for name in optional_progress(names, progress, desc="bias correction", unit="layer"):
+    for name in bar_as_asked(names, progress, desc="bias correction", unit="layer"):
         layer = layers[name]
         shift = output_means(corrected, [name], batches)[name] - wanted[name]
         with torch.no_grad():

@@ -119,7 +119,7 @@ def check_calib(calib: object, name: str = "calib") -> Iterable:
     return calib
 
 
-def reusable(calib: Iterable, name: str = "calib") -> Iterable:
+def as_reusable(calib: Iterable, name: str = "calib") -> Iterable:
     """`calib` checked, and read into a list if it is a one-shot iterator (to iterate twice)."""
     calib = check_calib(calib, name)
     return list(calib) if isinstance(calib, Iterator) else calib

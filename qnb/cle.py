@@ -172,7 +172,7 @@ def equalize(
     checks.check_eval_model(model, why="CLE folds batch norm with its running statistics")
     max_sweeps = checks.check_int("max_sweeps", max_sweeps, 1)
     tolerance = checks.check_positive("tolerance", tolerance)
-    equalized = simulate.fused(model)
+    equalized = simulate.fused_copy(model)
     modules = dict(equalized.named_modules())
     found = pairs(equalized) if layer_pairs is None else _check_pairs(layer_pairs, modules)
     report = CLEReport(pairs=found, sweeps=0)

@@ -202,7 +202,7 @@ def load_int8(
         activation=MinMaxObserver.with_args(dtype=torch.quint8), weight=qconfig.weight
     )
     with eager.engine_for_building(built):
-        int8 = simulate.fused(model)
+        int8 = simulate.fused_copy(model)
         int8.qconfig = qconfig
         for name in recipe.get("unused_float", []):
             int8.get_submodule(name).qconfig = None  # left float by quantize_static

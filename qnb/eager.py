@@ -47,7 +47,7 @@ __all__ = [
     "is_fused",
     "is_quantized",
     "mark_int8",
-    "units",
+    "quantization_units",
 ]
 
 CPU_ONLY = "quantized inference here is CPU-only"
@@ -230,7 +230,7 @@ def mark_int8(int8: nn.Module, engine: str, recipe: dict) -> nn.Module:
 # --- the first int8 run ---------------------------------------------------------------------
 
 
-def units(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def quantization_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules eager quantization treats as one unit: leaves, fused modules and
     FloatFunctionals, with their names."""
     found: list[tuple[str, nn.Module]] = []
@@ -304,7 +304,7 @@ def first_int8_run(int8: nn.Module, x: torch.Tensor) -> dict[str, str]:
 
     The same batch ran through the float model during calibration, so a failure here comes from
     quantization: it is re-raised as a QuantizedTensorError that says where and what to do."""
-    named_units = dict(units(int8))
+    named_units = dict(quantization_units(int8))
     seen: dict[str, str] = {}
     stack: list[str] = []
 

@@ -32,8 +32,8 @@ from torch import nn
 
 from qnb import checks, rtn
 from qnb.calibration import capture, forward_order, input_batches
+from qnb.progress import bar_as_asked
 from qnb.progress import check_enabled as check_progress
-from qnb.progress import optional as optional_progress
 
 __all__ = ["hessian", "gptq_codes", "gptq_weight", "gptq"]
 
@@ -171,7 +171,7 @@ def gptq(model: nn.Module, batches: Iterable, bits: int, granularity: str | int,
     for name, layer in layers.items():
         rtn.check_granularity(granularity, layer.in_features, name)
     order = forward_order(quantized, layers, batches[0])
-    bar = optional_progress(order, progress, desc="GPTQ", unit="layer", total=len(order))
+    bar = bar_as_asked(order, progress, desc="GPTQ", unit="layer", total=len(order))
     with torch.no_grad():
         for name in bar:
             layer = layers[name]

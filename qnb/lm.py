@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qnb import checks, text
-from qnb.progress import optional as optional_progress
+from qnb.progress import bar_as_asked
 
 __all__ = [
     "TinyLM", "train", "mean_loss", "window_losses", "bits_per_byte", "perplexity", "generate",
@@ -153,7 +153,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _lr_factor(i, warmup, steps))
     history, losses = [], []
     model.train()
-    for step in optional_progress(range(steps), progress, desc="training TinyLM"):
+    for step in bar_as_asked(range(steps), progress, desc="training TinyLM"):
         x, y = next(batches)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         opt.zero_grad()

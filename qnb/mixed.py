@@ -55,8 +55,8 @@ BIAS_BYTES = 4  # biases stay float32 (int32 in an int8 model: the same size)
 
 
 def _prepared_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy, fused (see `simulate.fused`)."""
-    return simulate.fused(checks.check_model(model))
+    """An eval-mode copy, fused (see `simulate.fused_copy`)."""
+    return simulate.fused_copy(checks.check_model(model))
 
 
 def _float_name(name: str, modules: Mapping[str, nn.Module]) -> str:
@@ -74,8 +74,8 @@ def layers_by_name(fused: nn.Module) -> dict[str, nn.Module]:
 
 
 def _reusable(calib: Iterable | None) -> Iterable | None:
-    """`calib` (None allowed) readable twice: see `checks.reusable`."""
-    return None if calib is None else checks.reusable(calib)
+    """`calib` (None allowed) readable twice: see `checks.as_reusable`."""
+    return None if calib is None else checks.as_reusable(calib)
 
 
 def _first_input(calib: Iterable) -> torch.Tensor:

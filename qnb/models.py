@@ -46,8 +46,8 @@ from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 
 from qnb import checks, data, files, lm, text
 from qnb.checks import check_int
+from qnb.progress import bar_as_asked
 from qnb.progress import check_enabled as check_progress
-from qnb.progress import optional as optional_progress
 
 __all__ = [
     "MODELS",
@@ -349,7 +349,7 @@ def _epochs(model, *, loader, params, history, epochs, lr, shift, seed, eval_loa
         opt = torch.optim.Adam(params, lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
         loss_fn = nn.CrossEntropyLoss()
-        bar = optional_progress(range(epochs), progress, desc=f"training {type(model).__name__}")
+        bar = bar_as_asked(range(epochs), progress, desc=f"training {type(model).__name__}")
         for epoch in bar:
             model.train()
             total_loss, correct, seen = 0.0, 0, 0

@@ -66,7 +66,7 @@ def check_enabled(enabled: object) -> bool | None:
     return enabled
 
 
-def optional(iterable: Iterable, enabled: bool | None, **kwargs):
+def bar_as_asked(iterable: Iterable, enabled: bool | None, **kwargs):
     """`progress(iterable)` as a function's `progress=` argument asks: None follows
     `QNB_PROGRESS`, False hides the bar, True shows one even when `QNB_PROGRESS` is off."""
     chosen = "off" if enabled is False else None

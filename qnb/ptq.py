@@ -202,7 +202,7 @@ def _module_rows(
     converted = dict(int8.named_modules())
     head_of = {member: group[0] for group in groups for member in group[1:]}
     rows = []
-    for name, module in eager.units(model):
+    for name, module in eager.quantization_units(model):
         new = converted.get(name)
         row = ModuleStatus(name, type(module).__name__, new._get_name() if new else "-", "", "")
         if name in head_of:
@@ -312,7 +312,7 @@ def quantize_static(
     eager.check_cpu_model(model)
     eager.check_quant_stub(model)
     with eager.engine_for_building(engine):
-        prepared = simulate.fused(model)
+        prepared = simulate.fused_copy(model)
         prepared.qconfig = qconfig
         prepare(prepared, inplace=True)
         first: list[torch.Tensor] = []
@@ -392,7 +392,7 @@ def layer_errors(float_model: nn.Module, int8_model: nn.Module, batch: object):
     int8_model = eager.check_int8_model(int8_model, "int8_model")
     x = batch_inputs(batch)
     eager.check_cpu_input(x, "batch")
-    reference = simulate.fused(float_model)
+    reference = simulate.fused_copy(float_model)
     names = [
         n
         for n, m in int8_model.named_modules()

@@ -53,8 +53,7 @@ from torch.ao.quantization.observer import (
 
 from qnb import checks, eager, models
 from qnb.calibration import batch_inputs, calibrate
-from qnb.progress import check_enabled
-from qnb.progress import optional as progress_bar
+from qnb.progress import bar_as_asked, check_enabled
 
 __all__ = [
     "QATReport",
@@ -332,7 +331,7 @@ def _fine_tune(
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(params, lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-        bar = progress_bar(
+        bar = bar_as_asked(
             range(total), progress, desc=f"QAT W{run.report.weight_bits}A{run.report.act_bits}"
         )
         batches = iter(())
@@ -448,7 +447,7 @@ def qat(
     if calib is not None:
         calib = checks.check_calib(calib)
     if eval_loader is not None:
-        eval_loader = checks.reusable(eval_loader, "eval_loader")
+        eval_loader = checks.as_reusable(eval_loader, "eval_loader")
     progress = check_enabled(progress)
     convert = checks.check_bool("convert", convert)
     total = epochs * len(loader)

@@ -68,7 +68,7 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 # --- one run's records as name/value rows --------------------------------------------------
 
 
-def order(names: list[str]) -> list[str]:
+def headlines_first(names: list[str]) -> list[str]:
     """`names` with the headline records first (in `HEADLINES` order), then the others in
     their order."""
     first = [n for p in HEADLINES for n in names if fnmatchcase(n, p)]
@@ -76,7 +76,7 @@ def order(names: list[str]) -> list[str]:
     return first + [n for n in names if n not in first]
 
 
-def number(name: str, value) -> str:
+def format_record(name: str, value) -> str:
     """A record's value as the report shows it: "97.9%" for an accuracy in 0..1, "4.53x" for a
     speedup or ratio, otherwise up to 4 significant digits (ints and strings as they are)."""
     return "".join(_split_unit(name, value))
@@ -112,7 +112,7 @@ def record_rows(records: dict) -> list[tuple[str, str, bool]]:
                 parts.append(f"{label} {_split_unit(name, lo)[0]}-{_split_unit(name, hi)[0]}")
                 folded |= {name + low, name + high}
         shown[name] = f"{text}{unit}" + (f" ({'; '.join(parts)})" if parts else "")
-    names = order([n for n in present if n not in folded])
+    names = headlines_first([n for n in present if n not in folded])
     return [(n, shown[n], _matches(n, HEADLINES)) for n in names]
 
 

@@ -80,7 +80,7 @@ class FakeQuant(nn.Module):
         )
 
 
-def fused(model: nn.Module) -> nn.Module:
+def fused_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy of `model`, fused (batch norm folded): its `fuse_groups()` (the
     workbook's models) or `fuse_model()` (torchvision's quantizable models); a model that
     holds fused modules already is only copied.
@@ -252,7 +252,7 @@ def simulate(
         )
     if act_bits is not None and calib is None:
         raise ValueError("act_bits needs calib: a DataLoader or iterable of calibration batches")
-    sim = fused(model)
+    sim = fused_copy(model)
     report = _quantize_weights_(sim, weight_bits, granularity, symmetric, scale_rule)
     if act_bits is not None:
         sim.qconfig = activation_qconfig(act_method, act_bits, **estimator_kwargs)

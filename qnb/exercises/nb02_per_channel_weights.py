@@ -73,7 +73,7 @@ def check_worst_layer(answer: str, model: torch.nn.Module, bits: int) -> None:
     """Exercise 02.2: the layer losing most weight SQNR from per-channel to per-tensor."""
     from qnb import mixed, simulate
 
-    name, fused = "Exercise 02.2", simulate.fused(model)
+    name, fused = "Exercise 02.2", simulate.fused_copy(model)
     losses, layers = {}, simulate.weight_layers(fused)
     for layer_name, layer in layers:
         w = layer.weight.detach()

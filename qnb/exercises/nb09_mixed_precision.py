@@ -2,7 +2,7 @@
 a Pareto front, 09.3 the optimal bit allocation under a budget (core).
 
 09.1 and 09.2 use the workbook's own size model and front (`qnb.mixed.model_size_bytes`,
-`qnb.mixed.pareto`, with `qnb.simulate.fused`); 09.3 searches every combination."""
+`qnb.mixed.pareto`, with `qnb.simulate.fused_copy`); 09.3 searches every combination."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def _size_variants(model: torch.nn.Module, bitwidths: dict) -> dict[str, float]:
     from qnb import mixed, simulate
 
     bits = mixed.resolve_bitwidths(model, bitwidths)
-    fused = mixed.layers_by_name(simulate.fused(model))  # {float name: layer}, batch norm folded
+    # {float name: layer}, batch norm folded
+    fused = mixed.layers_by_name(simulate.fused_copy(model))
     original = dict(model.named_modules())
     sizes = dict.fromkeys(
         ("right", "bits", "kib", "no scales", "per tensor", "no bias", "unfused bias", "all 8"),
@@ -66,7 +67,7 @@ def check_model_size(answer: float, model: torch.nn.Module, bitwidths: dict) -> 
         "per tensor": "the weights are per-channel: one 4-byte scale per output channel "
         "(weight.shape[0]), not one per layer",
         "no bias": "count the biases too: they stay float32, 4 bytes per element",
-        "unfused bias": "fold batch norm first (simulate.fused): the fused convolutions get a "
+        "unfused bias": "fold batch norm first (simulate.fused_copy): the fused convolutions get a "
         "bias even where the float conv had bias=False",
         "all 8": "every layer came out at 8 bits: use each layer's own entry of the dict",
     }

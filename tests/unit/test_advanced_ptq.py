@@ -53,9 +53,10 @@ def test_pairs_of_the_workbook_models_and_resnet(depthwise, resnet):
     # after the last block (no skip) project -> head, with nothing between them
     inside = [pair for i in range(1, 5) for pair in (
         (f"block{i}.expand.0", f"block{i}.dw.0"), (f"block{i}.dw.0", f"block{i}.project"))]
-    assert cle.pairs(simulate.fused(depthwise)) == [*inside, ("block4.project", "head.0")]
-    assert cle.pairs(simulate.fused(models.build("plain_cnn", seed=0).eval())) == [("fc1.0", "fc2")]
-    found = cle.pairs(simulate.fused(resnet))
+    assert cle.pairs(simulate.fused_copy(depthwise)) == [*inside, ("block4.project", "head.0")]
+    plain = simulate.fused_copy(models.build("plain_cnn", seed=0).eval())
+    assert cle.pairs(plain) == [("fc1.0", "fc2")]
+    found = cle.pairs(simulate.fused_copy(resnet))
     assert len(found) == 8 and ("layer1.0.conv1.0", "layer1.0.conv2") in found
 
 
@@ -64,7 +65,7 @@ def test_no_pair_crosses_a_residual_add(depthwise):
     would rescale the add's other input too. So the stem (block1 adds its input back) is not
     paired with block1.expand, nor block2's projection with block3.expand, nor a block's
     projection with the next block's expand."""
-    found = cle.pairs(simulate.fused(depthwise))
+    found = cle.pairs(simulate.fused_copy(depthwise))
     assert not any(a == "stem.0" for a, _ in found)
     for i in range(1, 4):
         assert not any(a == f"block{i}.project" for a, _ in found), i
@@ -78,7 +79,8 @@ def test_no_pair_crosses_a_residual_add(depthwise):
                             max_sweeps=1)
     assert (report.scales[("stem.0", "block1.expand.0")] - 1).abs().max() > 0.05
     outputs = {}
-    for name, model in (("fused", simulate.fused(depthwise)), ("wrong", wrong), ("right", right)):
+    fused = simulate.fused_copy(depthwise)
+    for name, model in (("fused", fused), ("wrong", wrong), ("right", right)):
         model.block1.register_forward_hook(
             lambda _m, _i, out, name=name: outputs.__setitem__(name, out.detach()))
         with torch.no_grad():
@@ -96,7 +98,7 @@ def test_equalize_keeps_the_float_outputs_and_the_callers_model(name, request):
     equalized, report = cle.equalize(model)
     assert same_state(before, state(model))
     with torch.no_grad():
-        want, got = simulate.fused(model)(x), equalized(x)
+        want, got = simulate.fused_copy(model)(x), equalized(x)
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
     assert report.sweeps >= 1 and report.pairs
 
@@ -108,7 +110,7 @@ def test_equalize_matches_the_ranges_of_each_pair(depthwise):
         r1 = cle.channel_ranges(layers[a].weight, 0)
         r2 = cle.channel_ranges(layers[b].weight, 1, layers[b].groups)
         assert torch.allclose(r1, r2, rtol=1e-3), (a, b)
-    fused = dict(simulate.fused(depthwise).named_modules())
+    fused = dict(simulate.fused_copy(depthwise).named_modules())
     spread = [cle.channel_ranges(m[a].weight, 0) for m in (fused, layers) for a, _ in report.pairs]
     ratio_before = max((r.max() / r.min()).item() for r in spread[: len(report.pairs)])
     ratio_after = max((r.max() / r.min()).item() for r in spread[len(report.pairs):])
@@ -160,7 +162,7 @@ def test_cle_bad_inputs(depthwise):
 
 def test_bias_correction_removes_the_mean_error_of_the_first_layer(depthwise):
     batches = images(16)
-    reference = simulate.fused(depthwise)
+    reference = simulate.fused_copy(depthwise)
     sim, _ = simulate.simulate(depthwise, weight_bits=3)
     before = state(sim)
     corrected, shifts = bias_correction.correct_bias(sim, reference, batches)
@@ -181,13 +183,13 @@ def test_bias_correction_removes_the_mean_error_of_the_first_layer(depthwise):
 
 def test_bias_correction_bad_inputs(depthwise):
     sim, _ = simulate.simulate(depthwise, weight_bits=4)
-    plain = simulate.fused(models.build("plain_cnn", seed=0).eval())
+    plain = simulate.fused_copy(models.build("plain_cnn", seed=0).eval())
     with pytest.raises(ValueError, match="same Conv2d/Linear layers"):
         bias_correction.correct_bias(sim, plain, images(4))
     with pytest.raises(ValueError, match="no batches"):
-        bias_correction.correct_bias(sim, simulate.fused(depthwise), [])
+        bias_correction.correct_bias(sim, simulate.fused_copy(depthwise), [])
     with pytest.raises(TypeError, match="calib"):
-        bias_correction.correct_bias(sim, simulate.fused(depthwise), torch.zeros(4, 1, 28, 28))
+        bias_correction.correct_bias(sim, simulate.fused_copy(depthwise), torch.zeros(4, 1, 28, 28))
 
 
 # --- AdaRound -------------------------------------------------------------------------------
@@ -232,7 +234,7 @@ def test_adaround_weights_round_up_or_down_on_the_grid(depthwise):
     sim, results = adaround.adaround(depthwise, images(16), weight_bits=3, act_bits=8,
                                      settings=SMALL)
     assert same_state(before, state(depthwise))
-    check_on_grid(sim, simulate.fused(depthwise), 3)
+    check_on_grid(sim, simulate.fused_copy(depthwise), 3)
     assert [r.name for r in results] == [n for n, _ in simulate.weight_layers(sim)]
     assert all(r.history and r.seconds > 0 for r in results)
 
@@ -242,13 +244,13 @@ def test_cle_bias_correction_and_adaround_on_resnet18(resnet):
     batches = images(2, channels=3, size=32)
     equalized, _ = cle.equalize(resnet)
     sim, _ = simulate.simulate(equalized, weight_bits=4)
-    corrected, shifts = bias_correction.correct_bias(sim, simulate.fused(equalized), batches)
+    corrected, shifts = bias_correction.correct_bias(sim, simulate.fused_copy(equalized), batches)
     assert len(shifts) == 21
     rounded, results = adaround.adaround(
         resnet, batches, weight_bits=4, act_bits=None,
         settings=adaround.AdaRoundSettings(iterations=2, batch_size=2))
     assert len(results) == 21
-    check_on_grid(rounded, simulate.fused(resnet), 4)
+    check_on_grid(rounded, simulate.fused_copy(resnet), 4)
 
 
 def test_adaround_bad_inputs(depthwise):

@@ -28,7 +28,7 @@ def fp32():
 
 
 def _prepared(model: nn.Module) -> nn.Module:
-    m = simulate.fused(model)
+    m = simulate.fused_copy(model)
     m.qconfig = get_default_qconfig("x86")
     torch.backends.quantized.engine = "x86"
     prepare(m, inplace=True)

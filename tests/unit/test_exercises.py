@@ -224,7 +224,7 @@ class Setup:
     def qdq(self) -> Path:
         """Notebook 11's QDQ plain CNN, written by ONNX Runtime's quantizer."""
         calib = [b[0] for b in data.calibration_loader(64, 32)]
-        model = simulate.fused(models.build("plain_cnn", seed=0))
+        model = simulate.fused_copy(models.build("plain_cnn", seed=0))
         fp32 = runtimes.export_onnx(model, calib[0], self.folder / "cnn.onnx")
         return runtimes.quantize_qdq(fp32, self.folder / "cnn_int8.onnx", calib)
 
@@ -265,7 +265,7 @@ class Setup:
         return flat.max(axis=1) / ((2 ** (bits - 1) - 1 - (-(2 ** (bits - 1)))) / 2)
 
     def worst_layer(self, bits: int) -> str:
-        fused = simulate.fused(self.tiny)
+        fused = simulate.fused_copy(self.tiny)
         gain = {
             n: _symmetric_sqnr(m.weight.detach(), bits, True)
             - _symmetric_sqnr(m.weight.detach(), bits, False)

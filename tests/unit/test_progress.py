@@ -101,7 +101,7 @@ def test_check_enabled_names_the_bad_value(value):
 
 def test_optional_true_shows_a_bar_even_when_the_environment_says_off(monkeypatch):
     monkeypatch.setenv(qp.ENV_VAR, "off")
-    assert not qp.optional([1], True).disable
-    assert qp.optional([1], None).disable
+    assert not qp.bar_as_asked([1], True).disable
+    assert qp.bar_as_asked([1], None).disable
     monkeypatch.setenv(qp.ENV_VAR, "text")
-    assert qp.optional([1], False).disable
+    assert qp.bar_as_asked([1], False).disable

@@ -433,7 +433,7 @@ def test_torchvision_models_are_fused_by_their_fuse_model():
     from qnb import simulate
 
     model = resnet18(weights=None, quantize=False).eval()
-    fused = simulate.fused(model)
+    fused = simulate.fused_copy(model)
     assert not fused.training and all(not m.training for m in fused.modules())
     assert isinstance(fused.bn1, nn.Identity) and type(fused.conv1).__name__ == "ConvReLU2d"
     assert isinstance(model.bn1, nn.BatchNorm2d)  # the caller's model is not changed

@@ -70,7 +70,7 @@ def _record_rows(page_part: str) -> list[tuple[str, str]]:
 
 def test_headline_records_come_first_in_pattern_order():
     names = ["engine", "claims_failed", "speedup_b1", "int8_acc", "size_ratio", "fp32_acc", "x"]
-    assert report.order(names) == [
+    assert report.headlines_first(names) == [
         "int8_acc",
         "fp32_acc",
         "speedup_b1",
@@ -97,7 +97,7 @@ def test_headline_records_come_first_in_pattern_order():
     ],
 )
 def test_number_formats(name, value, shown):
-    assert report.number(name, value) == shown
+    assert report.format_record(name, value) == shown
 
 
 def test_rows_fold_the_spread_into_the_record():

@@ -21,7 +21,7 @@ env.hide_deprecation_warnings()
 
 @pytest.fixture(scope="module")
 def cnn():
-    return simulate.fused(models.build("plain_cnn", seed=0))
+    return simulate.fused_copy(models.build("plain_cnn", seed=0))
 
 
 @pytest.fixture(scope="module")

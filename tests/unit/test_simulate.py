@@ -33,7 +33,7 @@ def test_weights_land_on_a_grid_of_2_to_the_bits_levels(model):
 
 
 def test_per_channel_weights_match_the_numpy_reference(model):
-    w = simulate.fused(model).conv1[0].weight.detach()
+    w = simulate.fused_copy(model).conv1[0].weight.detach()
     flat = w.reshape(len(w), -1).numpy()
     qp = affine.qparams(flat.min(axis=1), flat.max(axis=1), bits=4, symmetric=True)
     expected = affine.fake_quantize(w.numpy(), qp, axis=0)
@@ -124,7 +124,7 @@ def test_scale_rule_reaches_simulate(model):
     for _, layer in simulate.weight_layers(sims["narrow"][0]):
         assert len(torch.unique(layer.weight)) <= 7  # -3..3
     narrow_top = float(sims["narrow"][0].conv1[0].weight.detach().abs().max())
-    top = float(simulate.fused(model).conv1[0].weight.detach().abs().max())
+    top = float(simulate.fused_copy(model).conv1[0].weight.detach().abs().max())
     assert narrow_top == pytest.approx(top, rel=1e-6)  # the largest weight is on a level
     sqnr = {rule: [r.weight_sqnr_db for r in report] for rule, (_, report) in sims.items()}
     assert all(m >= t - 1e-3 for m, t in zip(sqnr["mse"], sqnr["minmax"], strict=True))
@@ -169,14 +169,14 @@ def test_activations_are_fake_quantized(model, batches):
 def test_weight_only_leaves_activations_float(model, batches):
     sim, report = simulate.simulate(model, weight_bits=8)
     assert not hasattr(sim, "activation_ranges")
-    float_out, sim_out = simulate.fused(model)(batches[0]), sim(batches[0])
+    float_out, sim_out = simulate.fused_copy(model)(batches[0]), sim(batches[0])
     assert torch.allclose(float_out, sim_out, atol=0.05)
     assert all(r.weight_sqnr_db > 35 for r in report)
 
 
 def test_sixteen_bits_is_nearly_lossless(model, batches):
     sim, _ = simulate.simulate(model, weight_bits=16, act_bits=16, calib=batches)
-    assert torch.allclose(simulate.fused(model)(batches[0]), sim(batches[0]), atol=1e-3)
+    assert torch.allclose(simulate.fused_copy(model)(batches[0]), sim(batches[0]), atol=1e-3)
 
 
 def test_calib_accepts_pairs_and_stops_after_num_batches(model):
