@@ -13,6 +13,8 @@ READY      := $(VENV)/.ready
 RUN        ?= runs/latest
 NOTEBOOKS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST     := $(BIN)/python -m pytest
+# OFFLINE=1: leave out the tests that reach the package registry (marker `network`)
+OFFLINE_MARKS = $(if $(OFFLINE),-m "not network")
 NBVAL      := $(PYTEST) --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 \
               --nbval-sanitize-with tests/nbval_sanitize.cfg
 # The notebooks that measure speed (qnb.notebook.times_things); read when a recipe needs them,
@@ -57,7 +59,8 @@ run: $(READY)
 	$(BIN)/python -m qnb run --out $(RUN) $(NOTEBOOKS)
 
 ## test: the test tiers in this order: test-lint, test-units, test-notebooks,
-##       test-parameters, test-browser; without Chromium it stops before running any
+##       test-parameters, test-browser; without Chromium it stops before running any;
+##       OFFLINE=1 leaves out the tests that reach the package registry
 test: check-chromium test-lint test-units test-notebooks test-parameters test-browser
 
 ## lab: open JupyterLab on the notebooks, with this environment as the kernel
@@ -113,16 +116,18 @@ test-lint: $(READY)
 ## test-units: all unit tests (test-fast and test-slow at once), one pytest-xdist
 ##             worker per core
 test-units: $(READY)
-	$(PYTEST) -n auto --durations=15 tests/unit
+	$(PYTEST) -n auto --durations=15 $(OFFLINE_MARKS) tests/unit
+	@$(if $(OFFLINE),$(STRICT) n=$$($(PYTEST) --collect-only -q -m network tests/unit | grep -c ::); \
+	    echo "OFFLINE=1: left out $$n tests that reach the package registry (marker network)")
 
 ## test-fast: the unit tests not marked slow
 test-fast: $(READY)
-	$(PYTEST) -m "not slow" tests/unit
+	$(PYTEST) -m "not slow$(if $(OFFLINE), and not network)" tests/unit
 
 ## test-slow: the unit tests marked slow (training, torch.compile, the lock resolved
 ##            for every platform against the package registry)
 test-slow: $(READY)
-	$(PYTEST) -m slow tests/unit
+	$(PYTEST) -m "slow$(if $(OFFLINE), and not network)" tests/unit
 
 ## test-notebooks: every notebook under nbval, top to bottom: no cell may fail, and cells
 ##                 tagged nbval-check-output must reproduce their committed output

@@ -19,6 +19,26 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: takes a minute or more on 2 cores (torch.compile, training)"
     )
+    # `make test OFFLINE=1` (pytest -m "not network") leaves these out, and says so at the end
+    config.addinivalue_line(
+        "markers", "network: reaches the package registry (pip download, the lock resolved)"
+    )
+
+
+_LEFT_OUT: list[str] = []
+
+
+def pytest_deselected(items):
+    _LEFT_OUT.extend(item.nodeid for item in items if item.get_closest_marker("network"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _LEFT_OUT:
+        terminalreporter.write_line(
+            f"left out {len(_LEFT_OUT)} test(s) that reach the package registry (marker "
+            "'network'; this run is offline): " + ", ".join(sorted(_LEFT_OUT)[:4])
+            + (" ..." if len(_LEFT_OUT) > 4 else "")
+        )
 
 
 def make_notebook(path: Path, parameters: str, *cells: str) -> Path:

@@ -57,7 +57,6 @@ def test_07_plain_model_one_seed_with_qat(tmp_path):
     assert "acc_w8a8_rtn" not in records and "acc_w4a8_adaround" not in records
     # 6-bit per-channel weights with 8-bit activations stay within 2 points of float
     assert records["acc_w6a8_rtn"] == pytest.approx(fp32, abs=0.02)
-    assert records["seconds_adaround"] > 0
 
 
 def test_07_committed_notebook_holds_its_claims():

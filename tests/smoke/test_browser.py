@@ -144,8 +144,7 @@ def test_lab_is_quiet_offline(lab_server, page):
 
 @pytest.mark.parametrize(("source", "expected"), CASES, ids=[c[0].name for c in CASES])
 def test_run_all_in_jupyterlab(lab_server, page, source: Path, expected: str):
-    if not source.is_file():
-        pytest.skip(f"{source.relative_to(REPO)} does not exist yet")
+    assert source.is_file(), f"{source.relative_to(REPO)} is missing"
     if not (lab_server.root / source.name).is_file():  # a notebook from elsewhere: serve a copy
         shutil.copy(source, lab_server.root / source.name)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

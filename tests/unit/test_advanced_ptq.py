@@ -313,6 +313,7 @@ def aimet_loss_module(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.network  # AIMET's wheel from the registry
 def test_losses_and_beta_equal_aimets(tmp_path):
     aimet = aimet_loss_module(tmp_path)
     settings = adaround.AdaRoundSettings(iterations=200)

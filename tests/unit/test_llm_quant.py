@@ -363,7 +363,8 @@ def test_smooth_keeps_the_outputs_and_balances_the_ranges(alpha):
             assert torch.allclose(x_max, torch.ones_like(x_max), rtol=1e-4)
         else:  # all in the activations: every weight column range 1
             assert torch.allclose(w_max, torch.ones_like(w_max), rtol=1e-5)
-        assert stats[name].outlier_ratio < 3 if alpha > 0 else True
+        if alpha > 0:  # some of the activation outliers moved into the weights
+            assert stats[name].outlier_ratio < 3
     assert torch.equal(layers["head"].weight, model.head.weight)  # not in a pair
 
 

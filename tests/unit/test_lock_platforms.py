@@ -204,6 +204,7 @@ def unresolved(stderr: str) -> list[str]:
 
 
 @pytest.mark.slow  # the registry and pip's resolver, four times: minutes on 2 cores
+@pytest.mark.network
 @pytest.mark.parametrize("platform", PLATFORMS, ids=lambda p: p.name)
 def test_lock_resolves_with_pinned_versions_only(resolutions, platform: Platform):
     status, stderr, report = resolutions[platform.name]
@@ -228,6 +229,7 @@ def test_lock_resolves_with_pinned_versions_only(resolutions, platform: Platform
 
 
 @pytest.mark.slow  # the registry and pip's resolver, four times: minutes on 2 cores
+@pytest.mark.network
 @pytest.mark.parametrize("platform", PLATFORMS, ids=lambda p: p.name)
 def test_platform_packages_follow_their_markers(resolutions, platform: Platform):
     """The target's markers really applied: its own packages in, other platforms' out."""
