@@ -205,15 +205,10 @@ def model_size_bytes(
 
 
 @dataclass
-class LayerRow:
-    """One quantizable layer as `quantize` left it."""
+class LayerRow(simulate.LayerReport):
+    """One quantizable layer as `quantize` left it: its `simulate.LayerReport` and its mode."""
 
-    layer: str
-    kind: str
-    bits: int | None
-    granularity: str
-    weight_sqnr_db: float
-    mode: str  # "int8", "simulated" or "float"
+    mode: str = "float"  # "int8", "simulated" or "float"
 
 
 @dataclass
@@ -233,14 +228,15 @@ class QuantizeReport:
     @property
     def bits(self) -> dict[str, int | None]:
         """{layer name: bits}."""
-        return {row.layer: row.bits for row in self.layers}
+        return {row.name: row.bits for row in self.layers}
 
     def table(self):
         """The per-layer rows as a pandas DataFrame."""
         import pandas as pd
 
         columns = ["layer", "kind", "bits", "granularity", "weight_sqnr_db", "mode"]
-        table = pd.DataFrame([vars(r) for r in self.layers], columns=columns)
+        rows = [{"layer": r.name, **{c: getattr(r, c) for c in columns[1:]}} for r in self.layers]
+        table = pd.DataFrame(rows, columns=columns)
         table["bits"] = table["bits"].astype("Int64")  # None (a float layer) shows as <NA>
         return table
 
@@ -253,9 +249,9 @@ class QuantizeReport:
             f"activations {acts}, engine {self.engine}, layers in {self.order}, "
             f"weights {self.size_bytes / 1024:.1f} KiB, output SQNR {out} (first calib batch)",
         ]
-        width = max(len(r.layer) for r in self.layers)
+        width = max(len(r.name) for r in self.layers)
         rows = [
-            f"  {r.layer:<{width}}  {r.kind:<6}  {str(r.bits):>4} bits  {r.granularity:<11}  "
+            f"  {r.name:<{width}}  {r.kind:<6}  {str(r.bits):>4} bits  {r.granularity:<11}  "
             f"weight SQNR {r.weight_sqnr_db:6.1f} dB  {r.mode}"
             for r in self.layers
         ]

@@ -58,7 +58,7 @@ def test_05_one_seed_one_engine_every_cell_twice(tmp_path):
 
 
 def test_05_on_an_arm_engine_list_runs_to_the_end(tmp_path, monkeypatch):
-    """QNB_ENGINES=qnnpack: the engines an ARM build of torch reports (issue 20), on the
+    """QNB_ENGINES=qnnpack: the engines an ARM build of torch reports, on the
     depthwise model (a small MobileNetV2 with residual adds)."""
     monkeypatch.setenv("QNB_ENGINES", "qnnpack")
     records = run(tmp_path, "05_static_ptq.ipynb", seeds=[2], model_name="depthwise_cnn",

@@ -50,7 +50,8 @@ def test_10_committed_run_measures_05s_setting_twice():
 
 
 def test_10_on_an_arm_engine_list_skips_the_x86_sections(tmp_path, monkeypatch):
-    """QNB_ENGINES=qnnpack (issue 20): pt2e and the int8 units are skipped, recorded as None."""
+    """QNB_ENGINES=qnnpack (an ARM build of torch): pt2e and the int8 units are skipped,
+    recorded as None."""
     monkeypatch.setenv("QNB_ENGINES", "qnnpack")
     records = run(tmp_path, "10_cpu_deployment.ipynb", **SMALL_10)
     assert records["claims_failed"] == 0

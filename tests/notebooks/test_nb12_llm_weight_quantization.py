@@ -65,8 +65,8 @@ def test_12_one_seed_three_bits_no_compile(tmp_path):
 
 def test_12_defaults_hold_their_claims():
     """The committed notebook (defaults: three seeds): no fact claim failed and none was
-    skipped, GPTQ at W3 g64 closes at least half of RTN's perplexity gap to fp32 (issue 18's
-    bar), every spread is ordered, and the two grids cost what their zero points say."""
+    skipped, GPTQ at W3 g64 closes at least half of RTN's perplexity gap to fp32 (the notebook's
+    claim), every spread is ordered, and the two grids cost what their zero points say."""
     from qnb import read_records
 
     records = read_records(NOTEBOOKS / "12_llm_weight_quantization.ipynb")

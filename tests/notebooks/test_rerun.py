@@ -1,4 +1,4 @@
-"""Every notebook survives each code cell run twice in a row (DESIGN.md: a cell re-run twice).
+"""Every notebook survives each code cell run twice in a row.
 
 A reader in JupyterLab re-runs a cell after changing something, or by accident; a cell that
 mutates state it reads (a model prepared in place, a file moved, a list appended to) then

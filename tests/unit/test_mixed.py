@@ -60,7 +60,7 @@ def test_int_list_and_dict_forms_give_the_expected_bits(model, calib):
     assert named.bits == {"conv1": None, "conv2": 8, "fc1": 3, "fc2": 8}
     for report in (uniform, listed, named):
         assert report.simulated
-        assert [r.layer for r in report.layers] == NAMES
+        assert [r.name for r in report.layers] == NAMES
         table = report.table()
         assert list(table["layer"]) == NAMES
         assert [None if pd.isna(b) else b for b in table["bits"]] == list(report.bits.values())
@@ -71,7 +71,7 @@ def test_simulated_weights_land_on_their_grids_and_the_caller_model_is_unchanged
     sim, report = mixed.quantize(model, [8, 4, 2, 3], calib=calib, granularity="per_tensor")
     assert len(torch.unique(sim.fc1[0].weight)) <= 2**2
     assert len(torch.unique(sim.fc2.weight)) <= 2**3
-    sqnr = {r.layer: r.weight_sqnr_db for r in report.layers}
+    sqnr = {r.name: r.weight_sqnr_db for r in report.layers}
     assert sqnr["conv1"] > sqnr["conv2"] > sqnr["fc1"]
     assert report.output_sqnr_db is not None and np.isfinite(report.output_sqnr_db)
     assert "simulated" in str(report)
