@@ -13,7 +13,7 @@ round cancels), and the serialized size. The result prints its conditions (threa
 batch, torch, CPU and its int8 features) above the table, so a figure shown in a notebook never
 loses them.
 
-A model that still holds observers or fake-quant modules is refused (`check_deployable`): it
+A model that still holds observers or fake-quant modules is refused (`deployable`): it
 runs float code with extra work and says nothing about int8 speed.
 """
 
@@ -44,7 +44,7 @@ __all__ = [
     "BenchResult",
     "Row",
     "Speedup",
-    "check_deployable",
+    "deployable",
     "compare",
     "serialized_size",
     "size_on_disk",
@@ -68,7 +68,7 @@ def _fake_quant_types() -> tuple[type, ...]:
     return types + (base,) if isinstance(base, type) else types
 
 
-def check_deployable(model: nn.Module, name: str | None = None) -> nn.Module:
+def deployable(model: nn.Module, name: str | None = None) -> nn.Module:
     """`model` itself if it holds no observer and no fake-quant module, else a ValueError naming
     the first such module's path and type (`name` labels the model in the message)."""
     label = f"model {name!r}" if name is not None else "model"
@@ -267,7 +267,7 @@ def _check_models(models: object) -> dict[str, nn.Module]:
     for name, model in models.items():
         if not isinstance(name, str):
             raise TypeError(f"models keys must be str names, got {name!r}")
-        check_deployable(model, name)
+        deployable(model, name)
         if model.training:
             raise ValueError(
                 f"model {name!r} is in training mode: call .eval() before timing (batch norm "

@@ -37,6 +37,28 @@ def check_int(name: str, value: object, lo: int = 1, hi: int | None = None) -> i
     return int(value)
 
 
+def check_int_codes(name: str, value: object, ndim: tuple[int, ...], what: str) -> np.ndarray:
+    """`value` as an int64 array of one of the dimensionalities `ndim` (`what` describes the
+    shape wanted), or a TypeError/ValueError naming `name`."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must be integer codes (an int or uint array, e.g. from affine.quantize); "
+            f"got dtype {arr.dtype}"
+        )
+    if arr.ndim not in ndim:
+        raise ValueError(f"{name} must be {what}; got shape {arr.shape}")
+    return arr.astype(np.int64, copy=False)
+
+
+def check_int_pair(name: str, value: object, lo: int = 0) -> tuple[int, int]:
+    """An int or a pair of ints >= `lo` (a stride, a padding) as a pair, or a clear error."""
+    items = tuple(value) if isinstance(value, tuple | list) else (value, value)
+    if len(items) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints; got {show(value)}")
+    return check_int(name, items[0], lo), check_int(name, items[1], lo)
+
+
 def check_bool(name: str, value: object) -> bool:
     """`value` if it is True or False (numpy's bool too), else a TypeError naming `name`."""
     if not isinstance(value, bool | np.bool_):
@@ -101,8 +123,7 @@ def check_eval_model(model: object, name: str = "model", why: str = "") -> nn.Mo
     if training:
         reason = f": {why}" if why else ""
         raise ValueError(
-            f"{name} is in train mode ({', '.join(training[:4])}): call {name}.eval() first"
-            f"{reason}"
+            f"{name} is in train mode ({', '.join(training[:4])}): call {name}.eval() first{reason}"
         )
     return model
 

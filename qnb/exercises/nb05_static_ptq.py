@@ -41,22 +41,16 @@ def check_float_modules(answer: list, int8_model: torch.nn.Module) -> None:
     unknown = got - set(leaves)
     if unknown:
         fail(name, f"{sorted(unknown)} are not leaf modules of the model (see named_modules())")
-    wrongly = sorted(got - want)
-    if wrongly:
-        kinds = ", ".join(f"{n} ({type(leaves[n]).__name__})" for n in wrongly[:3])
-        fail(
-            name,
-            f"{kinds} compute in int8; note that fused int8 modules such as "
-            "QuantizedConvReLU2d live in torch.ao.nn.intrinsic.quantized",
-        )
-    missing = sorted(want - got)
-    if missing:
-        kinds = ", ".join(f"{n} ({type(leaves[n]).__name__})" for n in missing[:3])
-        fail(
-            name,
-            f"missing {kinds}: leaves left by fusion (Identity) and ops that work on "
-            "quantized tensors directly (pooling, flatten) are not int8 modules either",
-        )
+    def kinds(names: set) -> str:  # the first three, with their module types
+        return ", ".join(f"{n} ({type(leaves[n]).__name__})" for n in sorted(names)[:3])
+
+    if got - want:
+        fail(name, f"{kinds(got - want)} compute in int8; note that fused int8 modules such as "
+                   "QuantizedConvReLU2d live in torch.ao.nn.intrinsic.quantized")
+    if want - got:
+        fail(name, f"missing {kinds(want - got)}: leaves left by fusion (Identity) and ops that "
+                   "work on quantized tensors directly (pooling, flatten) are not int8 modules "
+                   "either")
     passed(name, f"{len(want)} leaf modules need no int8 version: {', '.join(sorted(want))}")
 
 

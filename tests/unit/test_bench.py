@@ -138,18 +138,18 @@ def test_a_simulated_model_is_refused_as_fake_quant(fp32):
     with pytest.raises(ValueError, match=r"model 'sim' still holds a fake-quant module at "):
         bench.compare({"sim": sim}, X)
     with pytest.raises(ValueError, match=r"\(FakeQuant\)"):
-        bench.check_deployable(sim)
+        bench.deployable(sim)
 
 
 def test_a_torch_ao_fake_quantize_is_refused():
     qat = nn.Sequential(nn.Linear(4, 4), FakeQuantize()).eval()
     with pytest.raises(ValueError, match=r"model still holds a fake-quant module at 1 "):
-        bench.check_deployable(qat)
+        bench.deployable(qat)
 
 
 def test_float_and_converted_models_are_deployable(fp32, int8):
-    assert bench.check_deployable(fp32) is fp32
-    assert bench.check_deployable(int8, "int8") is int8
+    assert bench.deployable(fp32) is fp32
+    assert bench.deployable(int8, "int8") is int8
 
 
 # --- measurement ----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from qnb import pt2e
-from qnb.bench import check_deployable, serialized_size
+from qnb.bench import deployable, serialized_size
 
 
 class Block(nn.Module):
@@ -90,7 +90,7 @@ def test_quantize_pt2e_output_close_to_float(tiny, example):
     assert isinstance(q, torch.fx.GraphModule)
     assert not q.training
     q.eval()  # allowed on the converted graph (torch refuses it on a bare exported module)
-    check_deployable(q)
+    deployable(q)
     targets = _targets(q)
     assert any("quantize_per_tensor" in t for t in targets)
     assert any("dequantize_per_channel" in t for t in targets)

@@ -219,7 +219,8 @@ def test_fake_quant_evaluation_path_is_torchs_kernel_bit_for_bit(zero_point, qua
     for scale in torch.rand(40, generator=generator).mul(0.2).add(1e-4).tolist():
         fq = simulate.FakeQuant(scale, zero_point, quant_min, quant_max)
         grid = torch.arange(quant_min - 20, quant_max + 20, 0.5) - zero_point  # ties included
-        x = torch.cat([grid * scale, torch.randn(10_000, generator=generator) * 300 * scale])
+        x = torch.cat([grid * scale, torch.randn(10_000, generator=generator) * 300 * scale,
+                       torch.tensor([float("inf"), -float("inf"), 0.0, -0.0])])
         with torch.inference_mode():
             fast = fq(x)
         expected = torch.fake_quantize_per_tensor_affine(x, scale, zero_point, quant_min, quant_max)
@@ -231,3 +232,19 @@ def test_fake_quant_keeps_the_straight_through_gradient():
     x = torch.tensor([0.04, 0.26, 30.0, -1.0], requires_grad=True)
     fq(x).sum().backward()
     assert x.grad.tolist() == [1.0, 1.0, 0.0, 0.0]  # passes inside the range, stops outside
+
+
+def test_simulated_convolutions_run_channels_last(model, batches):
+    """The simulated copy holds its conv weights channels-last (oneDNN's fast layout); the
+    caller's model keeps its own layout, and the outputs agree with a contiguous copy to float
+    rounding."""
+    sim, _ = simulate.simulate(model, weight_bits=8, act_bits=None)
+    convs = [m for _, m in simulate.weight_layers(sim) if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last)
+                         for c in convs)
+    assert not convs[1].weight.is_contiguous()  # (with one input channel both layouts agree)
+    assert all(m.weight.is_contiguous() for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    contiguous = sim.to(memory_format=torch.contiguous_format)
+    x = batches[0]
+    with torch.inference_mode():
+        torch.testing.assert_close(sim(x), contiguous(x), rtol=1e-4, atol=1e-4)
