@@ -10,6 +10,7 @@ another's `_private` names, and the notebook tooling does not import torch.
 Modules, one idea each:
 - `affine`: the numpy reference of scale/zero-point quantization, bit-exact with torch;
 - `integer`: the numpy reference of integer-only linear/conv, bit-exact with torch's kernels;
+- `saturation`: where x86's u8 x s8 pair sums (`vpmaddubsw`) saturate int16 (`reduce_range`);
 - `data`: the offline Fashion-MNIST as train / validation / test loaders; `text`: the offline
   text corpus as bytes; `models`: the workbook's models, trained on one thread and cached per
   seed;
