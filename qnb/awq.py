@@ -31,8 +31,7 @@ from torch import nn
 from qnb import checks, rtn
 from qnb.calibration import capture, input_batches
 
-__all__ = ["act_scale", "awq_scales", "ScaledActivation", "search_scale", "fold", "places",
-           "awq"]
+__all__ = ["act_scale", "awq_scales", "ScaledActivation", "search_scale", "fold", "places", "awq"]
 
 
 def act_scale(x: torch.Tensor) -> torch.Tensor:
@@ -48,8 +47,10 @@ def awq_scales(mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
     sqrt(max * min)."""
     checks.check_float_tensor("mean_abs", mean_abs)
     if mean_abs.dim() != 1 or (mean_abs < 0).any():
-        raise ValueError(f"mean_abs must be a 1-D tensor of values >= 0 (mean |x| per channel), "
-                         f"got shape {tuple(mean_abs.shape)}")
+        raise ValueError(
+            f"mean_abs must be a 1-D tensor of values >= 0 (mean |x| per channel), "
+            f"got shape {tuple(mean_abs.shape)}"
+        )
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     s = mean_abs.pow(alpha).clamp(min=1e-4)
@@ -73,8 +74,14 @@ def _quantizer(bits: int, group: int):
     return lambda w: rtn.quantize_weight(w, bits, group, symmetric=False)
 
 
-def search_scale(module: nn.Module, linears: list[nn.Linear], x: torch.Tensor, bits: int,
-                 group: int, n_grid: int = 20) -> tuple[float, torch.Tensor, list[float]]:
+def search_scale(
+    module: nn.Module,
+    linears: list[nn.Linear],
+    x: torch.Tensor,
+    bits: int,
+    group: int,
+    n_grid: int = 20,
+) -> tuple[float, torch.Tensor, list[float]]:
     """(alpha, scales, losses): the grid search for the Linears `linears`, all reading the
     input `x` of `module` (which holds them): for alpha = i / n_grid, i = 0..n_grid-1, each
     Linear's weight becomes quantize(W * s) / s, and the loss is the mean squared change of
@@ -121,8 +128,9 @@ def fold(prev: nn.Module, linears: list[nn.Linear], scales: torch.Tensor) -> nn.
         raise ValueError("scales must be a 1-D tensor of positive values")
     n = len(scales)
     if any(f.in_features != n for f in linears):
-        raise ValueError(f"scales has {n} values, the Linears read "
-                         f"{[f.in_features for f in linears]}")
+        raise ValueError(
+            f"scales has {n} values, the Linears read {[f.in_features for f in linears]}"
+        )
     with torch.no_grad():
         if isinstance(prev, nn.LayerNorm):
             prev.weight.div_(scales)
@@ -137,8 +145,10 @@ def fold(prev: nn.Module, linears: list[nn.Linear], scales: torch.Tensor) -> nn.
         elif isinstance(prev, ScaledActivation):
             prev.scales.mul_(scales)
         else:
-            raise TypeError(f"prev must be a LayerNorm, a Linear or a ScaledActivation, got "
-                            f"{type(prev).__name__}")
+            raise TypeError(
+                f"prev must be a LayerNorm, a Linear or a ScaledActivation, got "
+                f"{type(prev).__name__}"
+            )
         for f in linears:
             f.weight.mul_(scales)
     return prev
@@ -153,15 +163,18 @@ def places(model: nn.Module) -> list[tuple[str, list[str], str]]:
     out = []
     for i in range(len(model.blocks)):
         b = f"blocks.{i}"
-        out += [(f"{b}.norm1", [f"{b}.attn.qkv"], f"{b}.attn"),
-                (f"{b}.attn.qkv", [f"{b}.attn.proj"], f"{b}.attn.proj"),
-                (f"{b}.norm2", [f"{b}.mlp.fc1"], f"{b}.mlp"),
-                (f"{b}.mlp.act", [f"{b}.mlp.fc2"], f"{b}.mlp.fc2")]
+        out += [
+            (f"{b}.norm1", [f"{b}.attn.qkv"], f"{b}.attn"),
+            (f"{b}.attn.qkv", [f"{b}.attn.proj"], f"{b}.attn.proj"),
+            (f"{b}.norm2", [f"{b}.mlp.fc1"], f"{b}.mlp"),
+            (f"{b}.mlp.act", [f"{b}.mlp.fc2"], f"{b}.mlp.fc2"),
+        ]
     return out + [("norm", ["head"], "head")]
 
 
-def awq(model: nn.Module, batches: Iterable, bits: int, group: int, *, n_grid: int = 20
-        ) -> nn.Module:
+def awq(
+    model: nn.Module, batches: Iterable, bits: int, group: int, *, n_grid: int = 20
+) -> nn.Module:
     """An eval-mode copy of a qnb.lm.TinyLM with AWQ's scales searched on `batches` (model
     inputs), folded, and every Linear quantized on the asymmetric grid of `bits` per group of
     `group` inputs. `copy.awq_alphas`: {Linears: alpha chosen}. `model` is not changed."""
@@ -175,8 +188,9 @@ def awq(model: nn.Module, batches: Iterable, bits: int, group: int, *, n_grid: i
     found = []
     for prev, names, judged in spots:  # every search on the float model, as llm-awq
         x = capture(out, names[0], batches)
-        alpha, s, _ = search_scale(modules[judged], [modules[n] for n in names], x, bits, group,
-                                   n_grid)
+        alpha, s, _ = search_scale(
+            modules[judged], [modules[n] for n in names], x, bits, group, n_grid
+        )
         found.append((prev, names, alpha, s))
     for prev, names, _, s in found:
         if isinstance(modules[prev], nn.GELU):

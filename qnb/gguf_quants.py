@@ -32,8 +32,17 @@ from torch import nn
 from qnb import checks
 
 __all__ = [
-    "BLOCK", "SUPER_BLOCK", "FORMATS", "q8_0_encode", "q4_0_encode", "q4_k_encode",
-    "q4_k_decode", "bits_per_weight", "write_gguf", "read_gguf", "roundtrip",
+    "BLOCK",
+    "SUPER_BLOCK",
+    "FORMATS",
+    "q8_0_encode",
+    "q4_0_encode",
+    "q4_k_encode",
+    "q4_k_decode",
+    "bits_per_weight",
+    "write_gguf",
+    "read_gguf",
+    "roundtrip",
 ]
 
 BLOCK = 32  # values per Q8_0 / Q4_0 block, per Q4_K sub-block
@@ -47,11 +56,15 @@ def _blocks(values: object, size: int, name: str = "values") -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     if not isinstance(values, np.ndarray) or values.dtype.kind != "f":
-        raise TypeError(f"{name} must be a float numpy array or torch tensor, got "
-                        f"{type(values).__name__}{getattr(values, 'dtype', '')}")
+        raise TypeError(
+            f"{name} must be a float numpy array or torch tensor, got "
+            f"{type(values).__name__}{getattr(values, 'dtype', '')}"
+        )
     if values.size == 0 or values.size % size:
-        raise ValueError(f"{name} must hold a positive multiple of {size} values (one block), "
-                         f"got {values.size} (shape {values.shape})")
+        raise ValueError(
+            f"{name} must hold a positive multiple of {size} values (one block), "
+            f"got {values.size} (shape {values.shape})"
+        )
     if not np.isfinite(values).all():
         raise ValueError(f"{name} must be finite, got NaN or inf")
     return values.astype(np.float32).reshape(-1, size)
@@ -74,8 +87,9 @@ def q8_0_encode(values: object) -> np.ndarray:
     blocks = _blocks(values, BLOCK)
     d = (np.abs(blocks).max(axis=1, keepdims=True) / np.float32(127)).astype(np.float32)
     codes = _round_away(blocks * _inverse(d)).astype(np.int8)
-    return np.concatenate([d.astype(np.float16).view(np.uint8), codes.view(np.uint8)],
-                          axis=1).reshape(-1)
+    return np.concatenate(
+        [d.astype(np.float16).view(np.uint8), codes.view(np.uint8)], axis=1
+    ).reshape(-1)
 
 
 def q4_0_encode(values: object) -> np.ndarray:
@@ -118,8 +132,9 @@ def q4_k_encode(values: object) -> np.ndarray:
     d, dmin, sc, mins, codes = _q4_k_parts(values)
     pairs = codes.reshape(-1, 4, 2, BLOCK)
     qs = (pairs[:, :, 0] | (pairs[:, :, 1] << np.uint8(4))).reshape(-1, 128)
-    return np.concatenate([d.view(np.uint8), dmin.view(np.uint8), _pack_scales(sc, mins), qs],
-                          axis=1).reshape(-1)
+    return np.concatenate(
+        [d.view(np.uint8), dmin.view(np.uint8), _pack_scales(sc, mins), qs], axis=1
+    ).reshape(-1)
 
 
 def q4_k_decode(values: object) -> np.ndarray:
@@ -194,9 +209,13 @@ def read_gguf(path: str | Path) -> dict[str, dict]:
         raw = np.asarray(t.data)
         shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists the fastest axis first
         values = gguf.quants.dequantize(raw, t.tensor_type).reshape(shape)
-        out[t.name] = {"type": t.tensor_type.name, "shape": shape, "n_elements": t.n_elements,
-                       "bytes": raw.view(np.uint8).reshape(-1).copy(),
-                       "values": np.asarray(values, np.float32)}
+        out[t.name] = {
+            "type": t.tensor_type.name,
+            "shape": shape,
+            "n_elements": t.n_elements,
+            "bytes": raw.view(np.uint8).reshape(-1).copy(),
+            "values": np.asarray(values, np.float32),
+        }
     return out
 
 
@@ -215,9 +234,15 @@ def roundtrip(model: nn.Module, fmt: str = "Q8_0") -> tuple[bool, dict[str, dict
         if not same:
             break
         t = state[name].detach().float().cpu()
-        want = (ENCODERS[fmt](t) if kind != "F32" else t.numpy().astype(np.float32)
-                .view(np.uint8).reshape(-1))
+        want = (
+            ENCODERS[fmt](t)
+            if kind != "F32"
+            else t.numpy().astype(np.float32).view(np.uint8).reshape(-1)
+        )
         got = tensors[name]
-        same = (got["type"] == kind and got["shape"] == tuple(t.shape)
-                and np.array_equal(got["bytes"], want))
+        same = (
+            got["type"] == kind
+            and got["shape"] == tuple(t.shape)
+            and np.array_equal(got["bytes"], want)
+        )
     return same, tensors, size

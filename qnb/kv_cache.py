@@ -32,8 +32,15 @@ from torch.nn import functional as F
 
 from qnb import checks, text
 
-__all__ = ["quantize_groups", "KVCache", "step", "window_logits", "window_losses", "generate",
-           "bytes_per_token"]
+__all__ = [
+    "quantize_groups",
+    "KVCache",
+    "step",
+    "window_logits",
+    "window_losses",
+    "generate",
+    "bytes_per_token",
+]
 
 
 def _check_bits(bits: object) -> int:
@@ -70,8 +77,9 @@ class KVCache:
     def _store(self, x: torch.Tensor) -> torch.Tensor:
         return x.half().float() if self.bits == 16 else x
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def append(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Add one position's k and v (batch, heads, 1, head_dim) to `layer`; return all keys and
         values so far as the attention reads them."""
         if self.bits is not None and self.bits <= 8:
@@ -108,17 +116,22 @@ def step(model: nn.Module, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor
     model = _check_lm(model)
     position = len(cache)
     if position >= model.context:
-        raise ValueError(f"the cache is full: {position} positions, the model's context is "
-                         f"{model.context}")
+        raise ValueError(
+            f"the cache is full: {position} positions, the model's context is {model.context}"
+        )
     if tokens.dim() != 1 or tokens.dtype != torch.int64:
-        raise ValueError(f"tokens must be int64 of shape (batch,), got {tokens.dtype} "
-                         f"{tuple(tokens.shape)}")
+        raise ValueError(
+            f"tokens must be int64 of shape (batch,), got {tokens.dtype} {tuple(tokens.shape)}"
+        )
     h = (model.embed(tokens) + model.pos.weight[position])[:, None]  # (batch, 1, d)
     for i, block in enumerate(model.blocks):
         attn = block.attn
         b, _, d = h.shape
-        q, k, v = attn.qkv(block.norm1(h)).view(b, 1, 3, attn.heads, d // attn.heads) \
+        q, k, v = (
+            attn.qkv(block.norm1(h))
+            .view(b, 1, 3, attn.heads, d // attn.heads)
             .permute(2, 0, 3, 1, 4)
+        )
         keys, values = cache.append(i, k, v)
         y = F.scaled_dot_product_attention(q, keys, values)  # every cached position is earlier
         h = h + attn.proj(y.transpose(1, 2).reshape(b, 1, d))
@@ -139,8 +152,10 @@ def _attention(attn: nn.Module, x: torch.Tensor, bits: int | None, group: int) -
     v = quantize_groups(v, bits, dim=-1)
     full = t // group * group
     k_full = k[:, :, :full].reshape(b, attn.heads, full // group, group, -1)
-    k_q = torch.cat([quantize_groups(k_full, bits, dim=3).reshape(b, attn.heads, full, -1),
-                     k[:, :, full:]], dim=2)
+    k_q = torch.cat(
+        [quantize_groups(k_full, bits, dim=3).reshape(b, attn.heads, full, -1), k[:, :, full:]],
+        dim=2,
+    )
     scale = 1 / math.sqrt(k.shape[-1])
     pos = torch.arange(t)
     ready = (pos[None, :] // group + 1) * group - 1 <= pos[:, None]  # key j quantized at query t
@@ -149,8 +164,9 @@ def _attention(attn: nn.Module, x: torch.Tensor, bits: int | None, group: int) -
     return torch.softmax(scores, dim=-1) @ v
 
 
-def window_logits(model: nn.Module, x: torch.Tensor, bits: int | None = None, group: int = 16
-                  ) -> torch.Tensor:
+def window_logits(
+    model: nn.Module, x: torch.Tensor, bits: int | None = None, group: int = 16
+) -> torch.Tensor:
     """TinyLM's logits (batch, time, 256) for windows `x`, every position computed as `step`
     computes it through a `KVCache(bits, group)`, all positions at once (equal up to float
     rounding; tested against `step`)."""
@@ -165,8 +181,13 @@ def window_logits(model: nn.Module, x: torch.Tensor, bits: int | None = None, gr
     return model.head(model.norm(h))
 
 
-def window_losses(model: nn.Module, split: str = "test", bits: int | None = None,
-                  group: int = 16, limit: int | None = None) -> torch.Tensor:
+def window_losses(
+    model: nn.Module,
+    split: str = "test",
+    bits: int | None = None,
+    group: int = 16,
+    limit: int | None = None,
+) -> torch.Tensor:
     """The mean loss (nats per byte) of each evaluation window of `split` (`qnb.lm`'s windows,
     the same order) with the keys and values a `KVCache(bits, group)` holds (`window_logits`)."""
     model = _check_lm(model)
@@ -179,8 +200,16 @@ def window_losses(model: nn.Module, split: str = "test", bits: int | None = None
     return torch.cat(out).double()
 
 
-def generate(model: nn.Module, prompt: bytes, length: int = 100, bits: int | None = None, *,
-             group: int = 16, temperature: float = 0.8, seed: int = 0) -> bytes:
+def generate(
+    model: nn.Module,
+    prompt: bytes,
+    length: int = 100,
+    bits: int | None = None,
+    *,
+    group: int = 16,
+    temperature: float = 0.8,
+    seed: int = 0,
+) -> bytes:
     """`prompt` and `length` bytes sampled through a `KVCache(bits, group)` (softmax at
     `temperature`, a generator seeded with `seed`), as `qnb.lm.generate` samples them; the
     prompt and continuation together fit in the model's context."""
@@ -213,4 +242,3 @@ def bytes_per_token(model: nn.Module, bits: int, group: int = 16) -> float:
     if bits == 16:
         return codes
     return codes + layers * (d * 4 / group + heads * 4)
-

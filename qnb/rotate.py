@@ -70,8 +70,9 @@ class RotatingLinear(nn.Module):
     """A Linear y = (W Q)(x Q) + b: `linear` holds W Q, the input is rotated on each call, then
     fake-quantized per token to `act_bits` (None: float). `rotation` None: no rotation."""
 
-    def __init__(self, linear: nn.Linear, rotation: torch.Tensor | None,
-                 act_bits: int | None = None) -> None:
+    def __init__(
+        self, linear: nn.Linear, rotation: torch.Tensor | None, act_bits: int | None = None
+    ) -> None:
         super().__init__()
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
@@ -81,8 +82,9 @@ class RotatingLinear(nn.Module):
             n = linear.in_features
             checks.check_float_tensor("rotation", rotation)
             if rotation.shape != (n, n):
-                raise ValueError(f"rotation must be ({n}, {n}) for this Linear, got "
-                                 f"{tuple(rotation.shape)}")
+                raise ValueError(
+                    f"rotation must be ({n}, {n}) for this Linear, got {tuple(rotation.shape)}"
+                )
             with torch.no_grad():
                 w = linear.weight.detach().double() @ rotation.double()
                 self.linear.weight.copy_(w.to(linear.weight.dtype))
@@ -98,12 +100,13 @@ class RotatingLinear(nn.Module):
         return self.linear(x)
 
     def extra_repr(self) -> str:
-        return (f"rotated={self.rotation is not None}, activations="
-                f"{'float' if self.act_bits is None else f'int{self.act_bits} per token'}")
+        return (
+            f"rotated={self.rotation is not None}, activations="
+            f"{'float' if self.act_bits is None else f'int{self.act_bits} per token'}"
+        )
 
 
-def rotate(model: nn.Module, *, seed: int | None = 0, act_bits: int | None = None
-           ) -> nn.Module:
+def rotate(model: nn.Module, *, seed: int | None = 0, act_bits: int | None = None) -> nn.Module:
     """An eval-mode copy of `model` whose every nn.Linear is a `RotatingLinear`: rotated by a
     random Hadamard matrix of its input width (seeded with `seed` + the layer's index; `seed`
     None: not rotated), its input fake-quantized per token to `act_bits` (None: float). The
@@ -117,6 +120,7 @@ def rotate(model: nn.Module, *, seed: int | None = 0, act_bits: int | None = Non
     for i, (name, layer) in enumerate(rtn.linear_layers(out).items()):
         q = None if seed is None else random_hadamard(layer.in_features, seed + i)
         parent, _, attr = name.rpartition(".")
-        setattr(out.get_submodule(parent) if parent else out, attr,
-                RotatingLinear(layer, q, act_bits))
+        setattr(
+            out.get_submodule(parent) if parent else out, attr, RotatingLinear(layer, q, act_bits)
+        )
     return out

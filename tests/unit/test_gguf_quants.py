@@ -83,8 +83,9 @@ def test_a_tinylm_goes_to_a_gguf_file_and_back_identical(fmt):
     assert got.shape == w.shape
     if fmt != "Q4_K":
         assert 0 < np.abs(got - w).max() < np.abs(w).max() / (7 if fmt == "Q4_0" else 100)
-    assert np.array_equal(tensors["blocks.0.norm1.bias"]["values"],
-                          model.blocks[0].norm1.bias.detach().numpy())
+    assert np.array_equal(
+        tensors["blocks.0.norm1.bias"]["values"], model.blocks[0].norm1.bias.detach().numpy()
+    )
 
 
 def test_bad_inputs_are_named():
