@@ -173,12 +173,20 @@ def places(model: nn.Module) -> list[tuple[str, list[str], str]]:
 
 
 def awq(
-    model: nn.Module, batches: Iterable, bits: int, group: int, *, n_grid: int = 20
+    model: nn.Module,
+    batches: Iterable,
+    bits: int,
+    group: int,
+    *,
+    n_grid: int = 20,
+    quantize: bool = True,
 ) -> nn.Module:
     """An eval-mode copy of a qnb.lm.TinyLM with AWQ's scales searched on `batches` (model
     inputs), folded, and every Linear quantized on the asymmetric grid of `bits` per group of
-    `group` inputs. `copy.awq_alphas`: {Linears: alpha chosen}. `model` is not changed."""
+    `group` inputs (`quantize=False`: left in float, to see that folding changes nothing).
+    `copy.awq_alphas`: {Linears: alpha chosen}. `model` is not changed."""
     rtn.grid(bits)
+    quantize = checks.check_bool("quantize", quantize)
     spots = places(model)
     batches = input_batches(batches)
     for name, layer in rtn.linear_layers(model).items():
@@ -200,7 +208,7 @@ def awq(
             modules[prev] = wrapped
         fold(modules[prev], [modules[n] for n in names], s)
     with torch.no_grad():
-        for layer in rtn.linear_layers(out).values():
+        for layer in rtn.linear_layers(out).values() if quantize else []:
             layer.weight.copy_(rtn.quantize_weight(layer.weight, bits, group, symmetric=False))
     out.awq_alphas = {",".join(names): alpha for _, names, alpha, _ in found}
     return out

@@ -91,7 +91,7 @@ def int8_matmul(
 
 class Int8Linear(nn.Module):
     """An nn.Linear computed by `int8_matmul` at `threshold` on every call; `outliers` counts
-    the outlier columns seen on the last call."""
+    the outlier columns of the last call, `seen` holds every outlier column of every call."""
 
     def __init__(self, linear: nn.Linear, threshold: float = THRESHOLD) -> None:
         super().__init__()
@@ -100,10 +100,12 @@ class Int8Linear(nn.Module):
         self.threshold = _check_threshold(threshold)
         self.linear = copy.deepcopy(linear)
         self.outliers = 0
+        self.seen: set[int] = set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, cols = int8_matmul(x, self.linear.weight, self.linear.bias, self.threshold)
         self.outliers = len(cols)
+        self.seen.update(cols.tolist())
         return y
 
     def extra_repr(self) -> str:

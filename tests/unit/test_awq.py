@@ -105,6 +105,9 @@ def test_awq_on_a_tinylm_keeps_the_model_and_quantizes_every_linear():
         w = layer.weight.detach().reshape(-1, 16)
         assert all(len(torch.unique(r)) <= 16 for r in w), name
     assert 0 < (q(x) - before).abs().max() < before.abs().max()
+    folded = awq.awq(model, batches, 4, 16, n_grid=5, quantize=False)
+    assert (folded(x) - before).abs().max() < 1e-4  # folding alone changes nothing
+    assert folded.awq_alphas == q.awq_alphas
 
 
 def test_bad_inputs_are_named():
