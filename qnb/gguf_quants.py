@@ -35,6 +35,7 @@ __all__ = [
     "BLOCK",
     "SUPER_BLOCK",
     "FORMATS",
+    "ENCODERS",
     "q8_0_encode",
     "q4_0_encode",
     "q4_k_encode",
