@@ -24,6 +24,9 @@ Modules, one idea each:
 - `lm`: a byte-level transformer (TinyLM) for notebook 12; `rtn`, `smoothquant`, `gptq`:
   language-model weights: round-to-nearest per group, activation
   outliers and SmoothQuant (simulated W8A8), GPTQ;
+- `awq`, `rotate`, `llm_int8`, `hqq`, `kv_cache`, `gguf_quants` (notebook 14): AWQ's scale search
+  and folding, Hadamard rotations, LLM.int8()'s outlier decomposition, HQQ, a KIVI-quantized KV
+  cache, GGUF's Q8_0/Q4_0/Q4_K blocks and `.gguf` files;
 - `bench`: latency and size, measured the workbook's way; `deploy`: saving, loading, fresh runs;
 - `stats`: paired comparisons and seed spread; `claims`: the prose's claims checked on the run;
 - `records`: metrics inside executed notebooks; `exercises`: the exercises' checks, one module

@@ -61,6 +61,7 @@ from qnb.exercises.nb12_llm_weight_quantization import (
     check_gptq_step,
 )
 from qnb.exercises.nb13_number_formats import check_e4m3_encoder, check_mx_block_scale
+from qnb.exercises.nb14_llm_outliers_and_gguf import check_awq_search, check_q4_0_block
 from qnb.exercises.nb15_experiment_sweeps import check_grid, check_shard, check_sweep_gap
 from qnb.exercises.registry import BY_ID, REGISTRY, GradedExercise
 
@@ -72,6 +73,7 @@ __all__ = [
     "check_allocation",
     "check_amdahl",
     "check_awq_scales",
+    "check_awq_search",
     "check_best_clip",
     "check_bits_per_weight",
     "check_bn_fold",
@@ -96,6 +98,7 @@ __all__ = [
     "check_paired_speedup",
     "check_pareto_points",
     "check_percentile_clip",
+    "check_q4_0_block",
     "check_qparams",
     "check_quantize",
     "check_quantize_linear",

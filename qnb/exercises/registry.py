@@ -24,6 +24,7 @@ from qnb.exercises import nb10_cpu_deployment as nb10
 from qnb.exercises import nb11_other_runtimes as nb11
 from qnb.exercises import nb12_llm_weight_quantization as nb12
 from qnb.exercises import nb13_number_formats as nb13
+from qnb.exercises import nb14_llm_outliers_and_gguf as nb14
 from qnb.exercises import nb15_experiment_sweeps as nb15
 
 CORE_POINTS = 3  # 1: a number read off a table, 2: a few lines of reasoning, 3: the core itself
@@ -104,6 +105,9 @@ REGISTRY: tuple[GradedExercise, ...] = tuple(
     + _notebook("13_number_formats.ipynb",
                ("13.1", 3, nb13.check_e4m3_encoder),
                ("13.2", 2, nb13.check_mx_block_scale))
+    + _notebook("14_llm_outliers_and_gguf.ipynb",
+               ("14.1", 3, nb14.check_q4_0_block),
+               ("14.2", 2, nb14.check_awq_search))
     + _notebook("15_experiment_sweeps.ipynb",
                ("15.1", 1, nb15.check_sweep_gap),
                ("15.2", 1, nb15.check_shard),

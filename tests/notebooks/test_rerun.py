@@ -34,6 +34,7 @@ COVERED = {
     "11_other_runtimes.ipynb",
     "12_llm_weight_quantization.ipynb",
     "13_number_formats.ipynb",
+    "14_llm_outliers_and_gguf.ipynb",
 }
 SMALLER = {  # the notebooks not in COVERED, with smaller settings where they are heavy
     "15_experiment_sweeps.ipynb": {"grid": {"compare_bits": [4, 8], "seed": [0]}},

@@ -486,6 +486,43 @@ def _awq_max(x, alpha):
     return s / (s.max() * s.min()).sqrt()
 
 
+def q4_0_block(block, *, rounding="gguf", signed=True, pairs=False, clamp=True):
+    """A learner's Q4_0 block encoder, right by default; the flags make the usual mistakes."""
+    block = np.asarray(block, np.float32)
+    m = block[np.abs(block).argmax()]
+    d = np.float32(m / np.float32(-8)) if signed else np.float32(np.abs(m) / np.float32(8))
+    inv = np.float32(0) if d == 0 else np.float32(1) / d
+    c = np.trunc(block * inv + np.float32(8.5)) if rounding == "gguf" else np.rint(block * inv) + 8
+    c = np.clip(np.minimum(c, 15) if clamp else c, 0, 255).astype(np.uint8) & 0x0F
+    packed = c[0::2] | (c[1::2] << 4) if pairs else c[:16] | (c[16:] << 4)
+    return np.concatenate([np.float16(d).reshape(1).view(np.uint8), packed.astype(np.uint8)])
+
+
+def awq_search(layer, x, quantize, *, judge="output", divide=True):
+    """A learner's AWQ search for alpha, right by default; the flags make the usual mistakes."""
+    from qnb import awq
+
+    mean_abs, w0 = awq.act_scale(x), layer.weight.detach().clone()
+    best = (float("inf"), None)
+    with torch.no_grad():
+        for i in range(20):
+            s = awq.awq_scales(mean_abs, i / 20)
+            w = quantize(w0 * s) / (s if divide else 1)
+            if judge == "output":
+                loss = float((layer(x) - nn.functional.linear(x, w, layer.bias)).pow(2).mean())
+            else:
+                loss = float((w0 - w).pow(2).mean())
+            if loss < best[0]:
+                best = (loss, i / 20)
+    return best[1]
+
+
+def _awq_search_in_place(layer, x, quantize):
+    with torch.no_grad():
+        layer.weight.mul_(1.01)
+    return awq_search(layer, x, quantize)
+
+
 def e4m3(x, *, half_up=False, saturate=True, subnormals=True):
     """A learner's E4M3 encoder, right by default; the flags make the usual mistakes."""
     x = np.asarray(x, np.float64)
@@ -916,6 +953,28 @@ CASES = {
     ),
     "09.2-a-string": (lambda s: ("mixed 4", s.points), "answer with a list"),
     "09.2-stub": (lambda s: (None, s.points), "not answered yet"),
+    # 14.1: GGUF's Q4_0 block encoder (core)
+    "14.1-right": (lambda s: (q4_0_block,), PASSED),
+    "14.1-round-to-even": (lambda s: (lambda b: q4_0_block(b, rounding="rint"),), "rounding"),
+    "14.1-unsigned-scale": (lambda s: (lambda b: q4_0_block(b, signed=False),), "the scale's sign"),
+    "14.1-adjacent-nibbles": (lambda s: (lambda b: q4_0_block(b, pairs=True),), "nibble order"),
+    "14.1-no-clamp": (lambda s: (lambda b: q4_0_block(b, clamp=False),), "clamp the codes to 15"),
+    "14.1-short": (lambda s: (lambda b: q4_0_block(b)[:17],), "return 18 bytes"),
+    "14.1-stub": (lambda s: (_nbgrader_stub,), "not answered yet: your code is still the stub"),
+    # 14.2: AWQ's search for alpha
+    "14.2-right": (lambda s: (awq_search,), PASSED),
+    "14.2-weight-error": (
+        lambda s: (lambda f, x, q: awq_search(f, x, q, judge="weight"),),
+        "the one whose weights change least",
+    ),
+    "14.2-undivided": (
+        lambda s: (lambda f, x, q: awq_search(f, x, q, divide=False),),
+        "divide the quantized weights by s again",
+    ),
+    "14.2-last-alpha": (lambda s: (lambda f, x, q: 0.95,), "changes the output by"),
+    "14.2-off-grid": (lambda s: (lambda f, x, q: 1.0,), "one of the grid"),
+    "14.2-changes-the-layer": (lambda s: (_awq_search_in_place,), "leave the layer's weight"),
+    "14.2-stub": (lambda s: (_nbgrader_stub,), "not answered yet: your code is still the stub"),
     # 15.1: mean SQNR gap per compare_bits over the ok runs
     "15.1-right": (lambda s: (s.gaps(), s.results_csv), PASSED),
     "15.1-right-string-keys": (
