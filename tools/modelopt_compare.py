@@ -30,7 +30,8 @@ import sys, numpy as np
 from modelopt.onnx.quantization import quantize
 folder = sys.argv[1]
 quantize(f"{folder}/fp32.onnx", quantize_mode="int8",
-         calibration_data=np.load(f"{folder}/calib.npy"), calibration_method="max", calibration_eps=["cpu"], high_precision_dtype="fp32",
+         calibration_data=np.load(f"{folder}/calib.npy"), calibration_method="max",
+         calibration_eps=["cpu"], high_precision_dtype="fp32",
          output_path=f"{folder}/modelopt.onnx", log_level="ERROR")
 """
 
