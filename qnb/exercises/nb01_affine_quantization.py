@@ -23,7 +23,7 @@ def _expected_qparams(xmin: float, xmax: float, bits: int) -> tuple[float, int]:
 
 
 @needs_answer
-def check_qparams(scale: float, zero_point: int, xmin: float, xmax: float, bits: int) -> None:
+def grade_qparams(scale: float, zero_point: int, xmin: float, xmax: float, bits: int) -> None:
     """Exercise 01.1: asymmetric unsigned scale and zero point for [xmin, xmax] at `bits`."""
     name, (want_scale, want_zp) = "Exercise 01.1", _expected_qparams(xmin, xmax, bits)
     levels = 2**bits - 1
@@ -85,7 +85,7 @@ def _common_mistakes(x: np.ndarray, scale: float, zp: int) -> dict[str, np.ndarr
 
 
 @needs_answer
-def check_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray], seed: int = 0) -> None:
+def grade_quantize(fn: Callable[[np.ndarray, float, int], np.ndarray], seed: int = 0) -> None:
     """Exercise 01.2: `fn(x, scale, zero_point)` must match torch's quint8 kernel bit for bit.
     Seed 0 is the notebook's case (scale 0.25, zero point 10); other seeds draw other values,
     another power-of-two scale and zero point."""
@@ -140,7 +140,7 @@ def _fail_first_difference(name: str, x: np.ndarray, got: np.ndarray, want: np.n
 
 
 @needs_answer
-def check_db_per_bit(answer: float, bit_widths: list, sqnr_db: list) -> None:
+def grade_db_per_bit(answer: float, bit_widths: list, sqnr_db: list) -> None:
     """Exercise 01.3: dB of SQNR one more bit buys at large b, read off this run's measured
     `sqnr_db` at `bit_widths` (the uniform-data curve), not from the formula: the answer must
     be the step between two measured points at 6 bits or more (or a fit through them),

@@ -29,7 +29,7 @@ def _observer_scales(weight: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 @needs_answer
-def check_channel_scales(scales: np.ndarray, weight: torch.Tensor, bits: int) -> None:
+def grade_channel_scales(scales: np.ndarray, weight: torch.Tensor, bits: int) -> None:
     """Exercise 02.1: per-output-channel symmetric scales of `weight` at `bits`."""
     name, want = "Exercise 02.1", _observer_scales(weight.detach(), bits).numpy()
     got = np.asarray(scales, dtype=np.float64).reshape(-1)
@@ -69,7 +69,7 @@ def check_channel_scales(scales: np.ndarray, weight: torch.Tensor, bits: int) ->
 
 
 @needs_answer
-def check_worst_layer(answer: str, model: torch.nn.Module, bits: int) -> None:
+def grade_worst_layer(answer: str, model: torch.nn.Module, bits: int) -> None:
     """Exercise 02.2: the layer losing most weight SQNR from per-channel to per-tensor."""
     from qnb import mixed, simulate
 
@@ -111,7 +111,7 @@ def _conv_weight(seed: int) -> torch.Tensor:
 
 
 @needs_answer
-def check_fake_quantize_per_channel(fn: Callable[[np.ndarray, int], np.ndarray], seed: int = 0):
+def grade_fake_quantize_per_channel(fn: Callable[[np.ndarray, int], np.ndarray], seed: int = 0):
     """Exercise 02.3: `fn(weight, bits)` fake-quantizes a conv weight per output channel,
     symmetric, signed, as torch's per-channel kernel with PerChannelMinMaxObserver's scales."""
     name, bits = "Exercise 02.3", (4, 3, 5)[seed % 3]

@@ -15,7 +15,7 @@ from qnb.exercises.grading import fail, needs_answer, passed
 
 
 @needs_answer
-def check_percentile_clip(answer: float, activations: torch.Tensor, percentile: float) -> None:
+def grade_percentile_clip(answer: float, activations: torch.Tensor, percentile: float) -> None:
     """Exercise 03.1: the top of the range that clips the top (100 - percentile) % of values."""
     name = "Exercise 03.1"
     x = activations.detach().reshape(-1).double().numpy()
@@ -52,7 +52,7 @@ def _clip_error(x: np.ndarray, high: float, bits: int) -> float:
 
 
 @needs_answer
-def check_best_clip(answer: float, activations: torch.Tensor, bits: int) -> None:
+def grade_best_clip(answer: float, activations: torch.Tensor, bits: int) -> None:
     """Exercise 03.2: a clipping threshold whose total error is within 2% of the best one."""
     name = "Exercise 03.2"
     x = activations.detach().reshape(-1).double().numpy()
@@ -85,7 +85,7 @@ def _activation_batches(seed: int) -> list[np.ndarray]:
 
 
 @needs_answer
-def check_moving_average_minmax(
+def grade_moving_average_minmax(
     fn: Callable[[list, float], tuple[float, float]], seed: int = 0
 ) -> None:
     """Exercise 03.3: `fn(batches, averaging_constant)` returns the (min, max) calibration range

@@ -21,7 +21,7 @@ def _requantize_reference(acc: np.ndarray, multiplier: float, zero_point: int) -
 
 
 @needs_answer
-def check_requantize(fn: Callable[[np.ndarray, float, int], np.ndarray], seed: int = 0) -> None:
+def grade_requantize(fn: Callable[[np.ndarray, float, int], np.ndarray], seed: int = 0) -> None:
     """Exercise 04.1: `fn(acc, multiplier, zero_point)` turns int32 accumulators into uint8 codes
     as the x86 kernels do. Seed 0 is the notebook's case (multiplier 0.25, zero point 3); other
     seeds draw other accumulators, another power-of-two multiplier and odd zero point."""
@@ -64,7 +64,7 @@ def check_requantize(fn: Callable[[np.ndarray, float, int], np.ndarray], seed: i
 
 
 @needs_answer
-def check_cross_term(
+def grade_cross_term(
     fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray], seed: int = 0
 ) -> None:
     """Exercise 04.2: `fn(x_q, w_q, z_x)`, the accumulator sum_k (x_q - z_x) w_q from the raw
@@ -116,7 +116,7 @@ def check_cross_term(
 
 
 @needs_answer
-def check_bn_fold(fn: Callable[..., tuple[np.ndarray, np.ndarray]], seed: int = 0) -> None:
+def grade_bn_fold(fn: Callable[..., tuple[np.ndarray, np.ndarray]], seed: int = 0) -> None:
     """Exercise 04.3: `fn(weight, bias, gamma, beta, mean, var, eps)` folds batch norm into the
     conv before it, returning (folded weight, folded bias). Other seeds than 0 (the notebook's)
     draw other weights and batch-norm statistics."""

@@ -28,7 +28,7 @@ def _int8_module_types() -> tuple[type, ...]:
 
 
 @needs_answer
-def check_float_modules(answer: list, int8_model: torch.nn.Module) -> None:
+def grade_float_modules(answer: list, int8_model: torch.nn.Module) -> None:
     """Exercise 05.1: the leaf modules of a converted model that are not int8 modules."""
     name, int8_types = "Exercise 05.1", _int8_module_types()
     leaves = {n: m for n, m in int8_model.named_modules() if n and not list(m.children())}
@@ -55,7 +55,7 @@ def check_float_modules(answer: list, int8_model: torch.nn.Module) -> None:
 
 
 @needs_answer
-def check_float_functional(model_class: type) -> None:
+def grade_float_functional(model_class: type) -> None:
     """Exercise 05.2: a residual model that eager PTQ can quantize (FloatFunctional add)."""
     from torch.ao.nn.quantized import QFunctional
 
@@ -128,7 +128,7 @@ def _eager_ptq(model: torch.nn.Module, calib: list, qconfig_engine: str) -> torc
 
 
 @needs_answer
-def check_static_ptq(fn: Callable, engine: str, seed: int = 0) -> None:
+def grade_static_ptq(fn: Callable, engine: str, seed: int = 0) -> None:
     """Exercise 05.3: `fn(model, calib, engine)` is eager static PTQ by hand (qconfig, prepare,
     calibrate, convert): the int8 model torch.ao builds, bit for bit."""
     name = "Exercise 05.3"

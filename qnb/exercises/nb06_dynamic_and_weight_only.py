@@ -17,7 +17,7 @@ from qnb.exercises.grading import as_array, fail, needs_answer, passed, same_gri
 
 
 @needs_answer
-def check_lstm_share(answer: float, model: torch.nn.Module) -> None:
+def grade_lstm_share(answer: float, model: torch.nn.Module) -> None:
     """Exercise 06.1: the fraction of the model's parameters that are in its LSTM."""
     name = "Exercise 06.1"
     total = sum(p.numel() for p in model.parameters())
@@ -50,7 +50,7 @@ def _dynamic_scale(x: torch.Tensor, qmax: int) -> float:
 
 
 @needs_answer
-def check_dynamic_qparams(
+def grade_dynamic_qparams(
     scale: float,
     zero_point: int,
     x: torch.Tensor,
@@ -116,7 +116,7 @@ def _linear_weight(seed: int) -> torch.Tensor:
 
 
 @needs_answer
-def check_group_quantize(fn: Callable[[np.ndarray, int, int], np.ndarray], seed: int = 0) -> None:
+def grade_group_quantize(fn: Callable[[np.ndarray, int, int], np.ndarray], seed: int = 0) -> None:
     """Exercise 06.3: `fn(weight, group_size, bits)` fake-quantizes a Linear weight (out, in)
     in groups of `group_size` consecutive inputs of each row, asymmetric and unsigned, with the
     min/max range of each group (stretched to include 0)."""

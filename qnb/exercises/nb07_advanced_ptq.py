@@ -23,7 +23,7 @@ def _cle_pair(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @needs_answer
-def check_cle_scales(
+def grade_cle_scales(
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], seed: int = 0
 ) -> None:
     """Exercise 07.1: CLE scales s_i = sqrt(r1_i * r2_i) / r2_i for a dense pair (seed 0: the
@@ -62,7 +62,7 @@ def check_cle_scales(
 
 
 @needs_answer
-def check_flip_count(
+def grade_flip_count(
     flips: int,
     weight: torch.Tensor,
     rounded: torch.Tensor,

@@ -12,7 +12,7 @@ from qnb.exercises.grading import fail, needs_answer, passed
 
 
 @needs_answer
-def check_ste_gradient(
+def grade_ste_gradient(
     answer: torch.Tensor, x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int
 ) -> None:
     """Exercise 08.1: the straight-through gradient of fake quantization at the points x."""
@@ -47,7 +47,7 @@ def check_ste_gradient(
 
 
 @needs_answer
-def check_ste_function(function: type, seed: int = 0) -> None:
+def grade_ste_function(function: type, seed: int = 0) -> None:
     """Exercise 08.2: an autograd Function that rounds forward and passes gradients through
     (seed 0: the notebook's five points; other seeds draw other points and upstream gradients)."""
     name = "Exercise 08.2"

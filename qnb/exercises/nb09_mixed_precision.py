@@ -47,7 +47,7 @@ def _size_variants(model: torch.nn.Module, bitwidths: dict) -> dict[str, float]:
 
 
 @needs_answer
-def check_model_size(answer: float, model: torch.nn.Module, bitwidths: dict) -> None:
+def grade_model_size(answer: float, model: torch.nn.Module, bitwidths: dict) -> None:
     """Exercise 09.1: the workbook's size (bytes) of `model`'s layers at `bitwidths`."""
     from qnb import mixed
 
@@ -82,7 +82,7 @@ def check_model_size(answer: float, model: torch.nn.Module, bitwidths: dict) -> 
 
 
 @needs_answer
-def check_pareto_points(answer: list, points: dict) -> None:
+def grade_pareto_points(answer: list, points: dict) -> None:
     """Exercise 09.2: the names of the (size, accuracy) points on the Pareto front."""
     from qnb import mixed
 
@@ -174,7 +174,7 @@ def _greedy_allocation(options: dict, budget: float) -> dict:
 
 
 @needs_answer
-def check_allocation(fn: Callable[[dict, float], dict], seed: int = 0) -> None:
+def grade_allocation(fn: Callable[[dict, float], dict], seed: int = 0) -> None:
     """Exercise 09.3: `fn(options, budget)` picks bits per layer ({layer: {bits: (cost, bytes)}})
     with the smallest total cost whose bytes fit the budget: the exact optimum, not a heuristic."""
     name = "Exercise 09.3"

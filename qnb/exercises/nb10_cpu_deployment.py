@@ -14,7 +14,7 @@ from qnb.exercises.grading import fail, needs_answer, passed, rel_close
 
 
 @needs_answer
-def check_throughput(answer: dict, result) -> None:
+def grade_throughput(answer: dict, result) -> None:
     """Exercise 10.1: images per second of each model in a `qnb.bench` result."""
     name = "Exercise 10.1"
     batch = result.context().get("batch")
@@ -44,7 +44,7 @@ def check_throughput(answer: dict, result) -> None:
 
 
 @needs_answer
-def check_amdahl(function: Callable[[float, float], float]) -> None:
+def grade_amdahl(function: Callable[[float, float], float]) -> None:
     """Exercise 10.2: `function(p, k)`, the whole-model speedup when a fraction p of the time
     runs k times faster and the rest not at all."""
     name = "Exercise 10.2"
@@ -87,7 +87,7 @@ def _timings(seed: int) -> tuple[list[float], list[float]]:
 
 
 @needs_answer
-def check_paired_speedup(fn: Callable[[list, list], tuple], seed: int = 0) -> None:
+def grade_paired_speedup(fn: Callable[[list, list], tuple], seed: int = 0) -> None:
     """Exercise 10.3: `fn(fp32_ms, int8_ms)` returns (median, p25, p75) of the paired ratios
     fp32 / int8, one per round, as `qnb.bench` reports every speedup."""
     name = "Exercise 10.3"

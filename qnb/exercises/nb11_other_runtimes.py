@@ -35,7 +35,7 @@ def _quantize_linear_params(seed: int) -> list[tuple[float, int]]:
 
 
 @needs_answer
-def check_quantize_linear(
+def grade_quantize_linear(
     fn: Callable[[np.ndarray, float, int], np.ndarray], seed: int = 0
 ) -> None:
     """Exercise 11.1: ONNX QuantizeLinear to uint8 in numpy: round(x / scale) + zp, saturated.
@@ -74,7 +74,7 @@ def check_quantize_linear(
 
 
 @needs_answer
-def check_input_qparams(answer: tuple, path) -> None:
+def grade_input_qparams(answer: tuple, path) -> None:
     """Exercise 11.2: the scale and zero point of the QDQ model's input QuantizeLinear."""
     import onnx
     from onnx import numpy_helper

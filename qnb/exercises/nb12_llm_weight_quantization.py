@@ -15,7 +15,7 @@ from qnb.exercises.grading import fail, needs_answer, passed
 
 
 @needs_answer
-def check_bits_per_weight(bpw: float, bits: int, group_size: int, scale_bits: int) -> None:
+def grade_bits_per_weight(bpw: float, bits: int, group_size: int, scale_bits: int) -> None:
     """Exercise 12.1: the storage cost of `bits`-wide weights in groups with one scale each."""
     name = "Exercise 12.1"
     if isinstance(bpw, bool) or not isinstance(bpw, int | float | np.number):
@@ -59,7 +59,7 @@ def _gptq_step(w, u, scale, qmin, qmax) -> torch.Tensor:
 
 
 @needs_answer
-def check_gptq_step(fn: Callable[..., torch.Tensor], seed: int = 0) -> None:
+def grade_gptq_step(fn: Callable[..., torch.Tensor], seed: int = 0) -> None:
     """Exercise 12.2: GPTQ's step for one column: quantize it, move the others to compensate
     (seed 0: the notebook's layer; other seeds draw other weights and inputs)."""
     name = "Exercise 12.2"
@@ -103,7 +103,7 @@ def _normalized(s: torch.Tensor) -> torch.Tensor:
 
 
 @needs_answer
-def check_awq_scales(fn: Callable[..., torch.Tensor]) -> None:
+def grade_awq_scales(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 12.3: AWQ's per-channel scales: each input channel's mean magnitude to the power
     alpha, normalized by sqrt(max * min)."""
     name = "Exercise 12.3"

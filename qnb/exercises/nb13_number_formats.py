@@ -30,7 +30,7 @@ def _e4m3_inputs(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 @needs_answer
-def check_e4m3_encoder(fn: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> None:
+def grade_e4m3_encoder(fn: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> None:
     """Exercise 13.1: `fn(x)` returns the OCP FP8 E4M3 (e4m3fn) codes (uint8) of float32 `x`:
     round to nearest with ties to even, subnormals, saturation at +-448. Seeds other than 0 (the
     notebook's) draw other random normals and subnormals; every E4M3 value and tie stays."""
@@ -97,7 +97,7 @@ def _mx_blocks() -> np.ndarray:
 
 
 @needs_answer
-def check_mx_block_scale(fn: Callable[[np.ndarray], np.ndarray]) -> None:
+def grade_mx_block_scale(fn: Callable[[np.ndarray], np.ndarray]) -> None:
     """Exercise 13.2: `fn(blocks)` returns the MXFP4 shared scale X of each block of 32 (one
     float per row of `blocks`): X = 2^(floor(log2(amax)) - 2), a power of two (E8M0), with 2 the
     exponent of E2M1's largest value 6 = 1.5 * 2^2 (OCP MX v1.0, section 6.3)."""

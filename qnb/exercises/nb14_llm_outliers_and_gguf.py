@@ -47,7 +47,7 @@ def _unpack(raw: np.ndarray) -> np.ndarray:
 
 
 @needs_answer
-def check_q4_0_block(fn: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> None:
+def grade_q4_0_block(fn: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> None:
     """Exercise 14.1: `fn(block)` returns the 18 bytes (uint8) of GGUF's Q4_0 encoding of 32
     float32 values, bit-exact with `gguf.quants.quantize(block, GGMLQuantizationType.Q4_0)`.
     Seeds other than 0 (the notebook's) draw other blocks."""
@@ -153,7 +153,7 @@ def _losses(fc: nn.Linear, x: torch.Tensor, quantize, criterion: str = "output")
 
 
 @needs_answer
-def check_awq_search(fn: Callable[..., float]) -> None:
+def grade_awq_search(fn: Callable[..., float]) -> None:
     """Exercise 14.2: `fn(layer, x, quantize)` returns AWQ's alpha for an nn.Linear `layer` with
     inputs `x`: of alpha = 0, 0.05, ..., 0.95, the first whose weights quantize(W * s) / s
     (s = `qnb.awq.awq_scales(qnb.awq.act_scale(x), alpha)`) change the layer's output on `x`

@@ -17,7 +17,7 @@ from qnb.exercises.grading import fail, needs_answer, passed
 
 
 @needs_answer
-def check_sweep_gap(answer: dict, results_csv: str) -> None:
+def grade_sweep_gap(answer: dict, results_csv: str) -> None:
     """Exercise 15.1: mean SQNR gap (asymmetric - symmetric on ReLU data) per compare_bits."""
     import pandas as pd
 
@@ -51,7 +51,7 @@ def check_sweep_gap(answer: dict, results_csv: str) -> None:
 
 
 @needs_answer
-def check_shard(answer: list, notebook: str, grid: dict, shard: str) -> None:
+def grade_shard(answer: list, notebook: str, grid: dict, shard: str) -> None:
     """Exercise 15.2: the run names one shard `I/N` of a sweep executes."""
     from qnb import sweep
 
@@ -76,7 +76,7 @@ def check_shard(answer: list, notebook: str, grid: dict, shard: str) -> None:
 
 
 @needs_answer
-def check_grid(fn: Callable[[dict], list], seed: int = 0) -> None:
+def grade_grid(fn: Callable[[dict], list], seed: int = 0) -> None:
     """Exercise 15.3: `fn(grid)` expands {name: [values]} into one dict of parameters per run:
     every combination, the first parameter varying slowest, as `qnb sweep` plans them."""
     name = "Exercise 15.3"

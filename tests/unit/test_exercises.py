@@ -1449,11 +1449,11 @@ def test_the_check_grades_the_answer(setup, case_id, arguments, diagnosis, capsy
     exercise = _exercise(case_id)
     args = arguments(setup)
     if diagnosis is PASSED:
-        exercise.check(*args)
+        exercise.grader(*args)
         assert f"✔ Exercise {exercise.id} passed" in capsys.readouterr().out
     else:
         with pytest.raises(ExerciseError, match=f"^Exercise {exercise.id}: .*{diagnosis}"):
-            exercise.check(*args)
+            exercise.grader(*args)
     if _kind(case_id, diagnosis) == "stub":
         assert "not answered yet" in diagnosis
 
@@ -1484,7 +1484,7 @@ def test_every_core_exercise_takes_a_seed(exercise):
 @pytest.mark.parametrize("seed", HELD_OUT)
 @pytest.mark.parametrize("exercise", CORE, ids=lambda e: e.id)
 def test_the_right_answer_passes_the_held_out_variants(setup, exercise, seed, capsys):
-    exercise.check(*CASES[f"{exercise.id}-right"][0](setup), seed=seed)
+    exercise.grader(*CASES[f"{exercise.id}-right"][0](setup), seed=seed)
     assert f"✔ Exercise {exercise.id} passed" in capsys.readouterr().out
 
 
@@ -1518,15 +1518,15 @@ def test_an_answer_tuned_to_the_visible_case_fails_a_held_out_one(setup, exercis
     right, *rest = CASES[f"{exercise.id}-right"][0](setup)
     if isinstance(right, type):  # 08.2 answers with a class
         tuned = _tuned_ste()
-        exercise.check(tuned, *rest)
+        exercise.grader(tuned, *rest)
     else:
         answer = _Replay(right)
-        exercise.check(answer.record, *rest)
-        exercise.check(answer.replay, *rest)  # the visible check cannot tell
+        exercise.grader(answer.record, *rest)
+        exercise.grader(answer.replay, *rest)  # the visible check cannot tell
         tuned = answer.replay
     assert f"✔ Exercise {exercise.id} passed" in capsys.readouterr().out
     with pytest.raises(ExerciseError, match=f"^Exercise {exercise.id}: "):
-        exercise.check(tuned, *rest, seed=HELD_OUT[0])
+        exercise.grader(tuned, *rest, seed=HELD_OUT[0])
 
 
 # --- facts the rows rest on, and inputs a check refuses ---------------------------------------
@@ -1574,16 +1574,16 @@ def test_a_not_implemented_error_of_another_kind_is_not_taken_for_a_stub():
         raise NotImplementedError("torch has no kernel for this")
 
     with pytest.raises(NotImplementedError, match="no kernel"):
-        BY_ID["10.2"].check(amdahl)
+        BY_ID["10.2"].grader(amdahl)
 
 
 def test_throughput_needs_a_batch_size():
     with pytest.raises(ValueError, match="records no batch size"):
-        BY_ID["10.1"].check(
+        BY_ID["10.1"].grader(
             dict(THROUGHPUT_10), BenchResult(RESULT_10.rows, "fp32", {"batch": None})
         )
 
 
 def test_static_ptq_refuses_an_unknown_engine_naming_it():
     with pytest.raises(ValueError, match="engine must be one of .* got 'tpu'"):
-        BY_ID["05.3"].check(static_ptq, "tpu")
+        BY_ID["05.3"].grader(static_ptq, "tpu")

@@ -17,7 +17,7 @@ from qnb.exercises import REGISTRY
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 GRADE_ID = re.compile(r"ex(\d\d)-(\d+)-check")
-CALL = re.compile(r"^\s*(check_\w+)\((.*)\)\s*$")
+CALL = re.compile(r"^\s*(grade_\w+)\((.*)\)\s*$")
 
 
 def _source(cell: dict) -> str:
@@ -34,7 +34,7 @@ def _graded_cells(path: Path) -> list[dict]:
             continue
         number, k = GRADE_ID.fullmatch(meta["grade_id"]).groups()
         calls = [CALL.match(line) for line in _source(cell).split("\n") if CALL.match(line)]
-        assert calls, f"{path.name} {meta['grade_id']}: the check cell calls no check_*"
+        assert calls, f"{path.name} {meta['grade_id']}: the check cell calls no grade_*"
         seeds = [re.search(r"\bseed=(\d+)", c.group(2)) for c in calls]
         found.append({
             "id": f"{number}.{k}",
@@ -53,7 +53,7 @@ def _registry_rows() -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = {}
     for e in REGISTRY:
         rows.setdefault(e.notebook, []).append(
-            {"id": e.id, "points": e.points, "checks": {e.check.__name__}}
+            {"id": e.id, "points": e.points, "checks": {e.grader.__name__}}
         )
     return rows
 
@@ -77,16 +77,16 @@ def test_the_notebooks_with_exercises_are_the_ones_the_registry_names():
 def test_each_check_lives_in_its_notebooks_module_and_names_its_exercise(exercise):
     stem = exercise.notebook.removesuffix(".ipynb")
     assert exercise.notebook.startswith(exercise.id[:2] + "_")
-    assert exercise.check.__module__ == f"qnb.exercises.nb{stem}"
-    assert exercise.check.__doc__.startswith(f"Exercise {exercise.id}: ")
-    assert getattr(exercises, exercise.check.__name__) is exercise.check  # re-exported
+    assert exercise.grader.__module__ == f"qnb.exercises.nb{stem}"
+    assert exercise.grader.__doc__.startswith(f"Exercise {exercise.id}: ")
+    assert getattr(exercises, exercise.grader.__name__) is exercise.grader  # re-exported
 
 
 def test_every_check_is_registered_once_and_exported():
-    names = [e.check.__name__ for e in REGISTRY]
+    names = [e.grader.__name__ for e in REGISTRY]
     assert len(names) == len(set(names)) == len({e.id for e in REGISTRY})
     assert set(names) <= set(exercises.__all__)
-    exported = {n for n in exercises.__all__ if n.startswith("check_")}
+    exported = {n for n in exercises.__all__ if n.startswith("grade_")}
     assert exported == set(names)
 
 
