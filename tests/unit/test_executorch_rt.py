@@ -40,12 +40,18 @@ def images():
 def built(cnn, calib, tmp_path_factory):
     folder = tmp_path_factory.mktemp("executorch")
     int8_graph = executorch_rt.quantize_xnnpack(cnn, calib[0], calib)
-    int8 = executorch_rt.export_pte(int8_graph, calib[0], folder / "cnn_int8.pte",
-                                    max_batch=MAX_BATCH)
+    int8 = executorch_rt.export_pte(
+        int8_graph, calib[0], folder / "cnn_int8.pte", max_batch=MAX_BATCH
+    )
     fp32 = executorch_rt.export_pte(cnn, calib[0], folder / "cnn_fp32.pte", max_batch=MAX_BATCH)
-    return {"folder": folder, "graph": int8_graph, "int8": int8, "fp32": fp32,
-            "int8_model": executorch_rt.executorch_model(int8, threads=1),
-            "fp32_model": executorch_rt.executorch_model(fp32, threads=1)}
+    return {
+        "folder": folder,
+        "graph": int8_graph,
+        "int8": int8,
+        "fp32": fp32,
+        "int8_model": executorch_rt.executorch_model(int8, threads=1),
+        "fp32_model": executorch_rt.executorch_model(fp32, threads=1),
+    }
 
 
 def _output_scale(graph: torch.fx.GraphModule) -> float:
@@ -134,8 +140,9 @@ def test_bad_arguments_name_themselves(cnn, calib, built, tmp_path):
     with pytest.raises(ValueError, match="max_batch"):
         executorch_rt.export_pte(cnn, calib[0], tmp_path / "a.pte", max_batch=1)
     with pytest.raises(TypeError, match="example"):
-        executorch_rt.export_pte(cnn, torch.zeros(1, 1, 28, 28, dtype=torch.int64),
-                                 tmp_path / "b.pte")
+        executorch_rt.export_pte(
+            cnn, torch.zeros(1, 1, 28, 28, dtype=torch.int64), tmp_path / "b.pte"
+        )
     with pytest.raises(ValueError, match="leading batch dim"):
         executorch_rt.quantize_xnnpack(cnn, torch.zeros(28), calib)
     with pytest.raises(TypeError, match="calib"):
@@ -170,7 +177,8 @@ def test_missing_executorch_says_how_to_install(monkeypatch):
     ok, why = executorch_rt.available()
     assert not ok
     assert "executorch is not installed" in why and "requirements.lock" in why
-    monkeypatch.setitem(sys.modules, "executorch.backends.xnnpack.quantizer.xnnpack_quantizer",
-                        None)
+    monkeypatch.setitem(
+        sys.modules, "executorch.backends.xnnpack.quantizer.xnnpack_quantizer", None
+    )
     with pytest.raises(ImportError, match=r"pins\s+executorch==1.5.1"):
         executorch_rt.xnnpack_quantizer()
