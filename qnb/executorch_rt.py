@@ -22,7 +22,7 @@ executorch 1.5.1 a program lowered to XNNPACK was planned for a batch of 15 when
 on a batch of 8 (or 2) with the bound 1024 (the bound of 1024 was kept when traced on a batch
 near it), so `export_pte` traces on a batch of `max_batch` and checks the plan it gets.
 
-The workbook pins `executorch` only where it has wheels (`available()` says why not).
+`available()` says whether executorch and its XNNPACK backend can run here, and why not.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ __all__ = [
 
 MAX_BATCH = 1024  # the default upper bound of the batch dim of an exported program
 _INSTALL = (
-    "install the workbook's pinned environment (`pip install -r requirements.lock`; it pins "
-    "executorch==1.5.1 where ExecuTorch publishes wheels: Linux x86-64 and aarch64, macOS arm64)"
+    "install the workbook's pinned environment (`pip install -r requirements.lock`, which pins "
+    "executorch==1.5.1), or `pip install executorch==1.5.1` (wheels for Linux x86-64 and "
+    "aarch64, macOS arm64 and Windows x86-64)"
 )
 
 

@@ -15,8 +15,8 @@ from qnb import data, executorch_rt, models, simulate
 HAVE_EXECUTORCH = importlib.util.find_spec("executorch") is not None
 needs_executorch = pytest.mark.skipif(
     not HAVE_EXECUTORCH,
-    reason="executorch is not installed (the lock pins it where it has wheels: Linux x86-64 "
-    "and aarch64, macOS arm64)",
+    reason="executorch is not installed (the lock pins it: wheels for Linux x86-64 "
+    "and aarch64, macOS arm64, Windows x86-64)",
 )
 MAX_BATCH = 256
 
@@ -180,5 +180,5 @@ def test_missing_executorch_says_how_to_install(monkeypatch):
     monkeypatch.setitem(
         sys.modules, "executorch.backends.xnnpack.quantizer.xnnpack_quantizer", None
     )
-    with pytest.raises(ImportError, match=r"pins\s+executorch==1.5.1"):
+    with pytest.raises(ImportError, match=r"pip install executorch==1.5.1"):
         executorch_rt.xnnpack_quantizer()
