@@ -20,7 +20,9 @@ on this CPU through ExecuTorch's Python runtime (notebook 11, other_runtimes).
 ExecuTorch plans every tensor's memory ahead at the upper bound of its dynamic dims. With
 executorch 1.5.1 a program lowered to XNNPACK was planned for a batch of 15 when it was traced
 on a batch of 8 (or 2) with the bound 1024 (the bound of 1024 was kept when traced on a batch
-near it), so `export_pte` traces on a batch of `max_batch` and checks the plan it gets.
+near it), so `export_pte` traces on a batch of `max_batch`. Traced on a batch of 16 with the
+bound 16, the program then ran only on batches of exactly 16 (64 and 256 ran every batch from
+1 up), so `export_pte` also runs each new program on a batch of 1 and of `max_batch`.
 
 `available()` says whether executorch and its XNNPACK backend can run here, and why not.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import os
 import sys
 import warnings
@@ -50,6 +53,7 @@ __all__ = [
     "export_pte",
     "planned_input",
     "quantize_xnnpack",
+    "version",
     "xnnpack_quantizer",
 ]
 
@@ -73,6 +77,12 @@ def available() -> tuple[bool, str]:
     return True, "executorch with XnnpackBackend"
 
 
+def version() -> str:
+    """The installed executorch's version (raises ImportError, saying how to install, if none)."""
+    _need("executorch")
+    return importlib.metadata.version("executorch")
+
+
 def _need(module: str):
     try:
         # loading ExecuTorch's library logs what it reads of /sys, and its Python bindings warn
@@ -89,6 +99,9 @@ def _need(module: str):
 
 def _runtime():
     module = _need("executorch.runtime")
+    pool = _need("executorch.extension.pybindings.portable_lib")._threadpool_get_thread_count
+    with _quiet_stderr():  # the thread pool's first use logs what it reads of /sys (cpuinfo)
+        pool()
     return module.Runtime.get()
 
 
@@ -206,6 +219,7 @@ def export_pte(
     example = _check_example(example)
     path = _check_pte_path(path)
     max_batch = checks.check_int("max_batch", max_batch, 2)
+    _runtime()  # first, so that what it logs once is silenced (lowering can start it too)
     exir = _need("executorch.exir")
     partitioner = _need("executorch.backends.xnnpack.partition.xnnpack_partitioner")
     traced = example[:1].expand(max_batch, *example.shape[1:]).contiguous()
@@ -215,12 +229,30 @@ def export_pte(
     program = edge.to_executorch()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(program.buffer)
+    _check_batches(path, max_batch, tuple(example.shape[1:]))
+    return path
+
+
+def _check_batches(path: Path, max_batch: int, sample: tuple[int, ...]) -> None:
+    """Refuse a program that is not planned for `max_batch`, or that fails on a batch of 1 or
+    of `max_batch` (executorch 1.5.1 made programs that ran only at the bound when traced on
+    a batch of 16 or less, see the module docstring)."""
     planned = planned_input(path)[0]
     if planned != max_batch:
         raise RuntimeError(
             f"ExecuTorch planned {path.name} for a batch of {planned}, not max_batch={max_batch}"
         )
-    return path
+    _program, method = _forward(path)
+    for batch in (1, max_batch):
+        try:
+            with _quiet_stderr():
+                method.execute([torch.zeros(batch, *sample)])
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"{path.name} fails on a batch of {batch} (max_batch={max_batch}): {exc}; "
+                "with executorch 1.5.1 a max_batch of 64 or more gave programs that ran on "
+                "every batch from 1 up"
+            ) from exc
 
 
 def _forward(path: Path):
