@@ -7,7 +7,9 @@ accepts> --python-version <the oldest Python we support> --implementation cp --a
 test by name; so does a package pip would add that the lock does not pin (its version would
 float), and a yanked pin. pip evaluates environment markers against the interpreter running it,
 even with --platform, so the subprocess first gives pip the target's marker environment
-(`sys_platform`, `platform_system`, ...). The four resolutions run in parallel (about 100 s of
+(`sys_platform`, `platform_system`, ...). A pin published only as an sdist (`SDIST_ONLY`, pure
+Python) is first built into a wheel here and offered with --find-links; the test fails if that
+wheel is not `py3-none-any`. The four resolutions run in parallel (about 100 s of
 CPU in all, 2.5 minutes on a busy 2-core machine; marked slow, so `make test-slow` and `make test`
 run them); they are skipped, saying why, only when the registry cannot be reached.
 """
@@ -80,6 +82,9 @@ class Platform:
         return {**self.markers, "python_full_version": python, "implementation_version": python}
 
 
+# Pure-Python pins published only as an sdist: antlr4-python3-runtime 4.9.x, which hydra-core
+# (an executorch dependency) requires.
+SDIST_ONLY = frozenset({"antlr4-python3-runtime"})
 CUDA = frozenset({"cuda-bindings", "cuda-toolkit", "nvidia-cudnn-cu13", "triton"})
 WINDOWS = frozenset({"colorama", "pywinpty"})
 POSIX = frozenset({"pexpect", "ptyprocess"})
@@ -165,7 +170,23 @@ def registry_problem(url: str) -> str | None:
         return f"{type(error).__name__}: {error}"
 
 
-def resolve(platform: Platform, python: str, tmp: Path) -> tuple[int, str, dict]:
+def build_sdist_only(tmp: Path) -> Path:
+    """The pinned `SDIST_ONLY` packages built into wheels in one folder (to --find-links)."""
+    folder = tmp / "sdist-wheels"
+    pins = [str(r).split(";")[0].strip() for n, r in locked().items() if n in SDIST_ONLY]
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(folder)]
+    done = subprocess.run([*command, *pins], capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, f"building {pins} failed:\n{done.stderr[-2000:]}"
+    built = sorted(p.name for p in folder.glob("*.whl"))
+    assert len(built) == len(pins) and all(b.endswith("-py3-none-any.whl") for b in built), (
+        f"{pins} must build into pure-Python wheels, got {built}"
+    )
+    return folder
+
+
+def resolve(
+    platform: Platform, python: str, tmp: Path, wheels: Path | None = None
+) -> tuple[int, str, dict]:
     """pip's dry-run resolution of the lock for `platform`: (exit status, stderr, report)."""
     report = tmp / f"{platform.name}.json"
     command = [
@@ -175,6 +196,7 @@ def resolve(platform: Platform, python: str, tmp: Path) -> tuple[int, str, dict]
         "--python-version", python, "--implementation", "cp", "--abi", "cp311",
         "--target", str(tmp / platform.name), "--report", str(report),
         "--quiet", "--progress-bar", "off", "--disable-pip-version-check",
+        *(["--find-links", str(wheels)] if wheels else []),
         "-r", str(LOCK),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -193,8 +215,9 @@ def resolutions(tmp_path_factory):
                     "resolving the lock for other platforms needs it")  # fmt: skip
     tmp = tmp_path_factory.mktemp("lock-platforms")
     python = minimum_python()
+    wheels = build_sdist_only(tmp)
     with ThreadPoolExecutor(len(PLATFORMS)) as pool:
-        futures = {p.name: pool.submit(resolve, p, python, tmp) for p in PLATFORMS}
+        futures = {p.name: pool.submit(resolve, p, python, tmp, wheels) for p in PLATFORMS}
         return {name: future.result() for name, future in futures.items()}
 
 
