@@ -49,15 +49,21 @@ def _check_example(example: object) -> torch.Tensor:
     return checks.check_float_tensor("example", example)
 
 
-def export_model(model: nn.Module, example: torch.Tensor, *, strict: bool = True) -> nn.Module:
+def export_model(
+    model: nn.Module, example: torch.Tensor, *, strict: bool = True, dynamic_batch: bool = False
+) -> nn.Module:
     """`torch.export` the eval-mode `model` on `example`; the exported graph as a module.
 
     `strict=True` is the workaround described in the module docstring; `strict=False` is
-    torch's default and fails in `prepare_pt2e` on models that call one module twice.
+    torch's default and fails in `prepare_pt2e` on models that call one module twice. With
+    `dynamic_batch`, dim 0 is left symbolic: the graph takes any batch size (and shape checks
+    apply to the other dims only); otherwise it is specialized to `example`'s shape.
     """
     _check_model(model)
     example = _check_example(example)
-    return torch.export.export(model, (example,), strict=strict).module()
+    checks.check_bool("dynamic_batch", dynamic_batch)
+    shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    return torch.export.export(model, (example,), strict=strict, dynamic_shapes=shapes).module()
 
 
 def shared_modules(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
@@ -113,13 +119,16 @@ def quantize_pt2e(
     *,
     is_per_channel: bool = True,
     num_batches: int | None = None,
+    dynamic_batch: bool = False,
 ) -> torch.fx.GraphModule:
     """Static int8 via pt2e: strict export -> `prepare_pt2e` (X86InductorQuantizer) ->
     calibrate on `calib` -> `convert_pt2e`. `model` is left unchanged.
 
     `calib` is a DataLoader or any iterable of batches (tensors or `(input, target)` pairs);
     `num_batches` caps how many are used. Export specializes the graph to `example`'s shape:
-    calibration batches, and later inputs, must have that same shape. The result runs as is
+    calibration batches, and later inputs, must have that same shape; with `dynamic_batch`
+    only their batch size may differ (what evaluating a test set in batches needs; a graph
+    compiled by `compile_for_cpu` is best kept static). The result runs as is
     (float math around quantize/dequantize ops), is marked eval (`.training` False), keeps
     only the int8 weights (the float ones folded away are deleted, so its size is honest), and
     `compile_for_cpu` turns it into int8 kernels.
@@ -130,18 +139,26 @@ def quantize_pt2e(
     _check_example(example)
     checks.check_calib(calib)
     quantizer = x86_quantizer(is_per_channel=is_per_channel)
-    exported = export_model(model, example)
+    exported = export_model(model, example, dynamic_batch=dynamic_batch)
     prepared = prepare_pt2e(exported, quantizer)
-    batches = _same_shape(calib, example.shape)
+    batches = _same_shape(calib, example.shape, dynamic_batch)
     calibrate(prepared, batches, num_batches=num_batches, desc="calibrating (pt2e)")
     return _drop_unused_weights(_as_eval(convert_pt2e(prepared)))
 
 
-def _same_shape(calib: Iterable, shape: torch.Size) -> Iterable[torch.Tensor]:
-    """The input tensors of `calib`, refusing any whose shape is not the exported `shape`."""
+def _same_shape(
+    calib: Iterable, shape: torch.Size, dynamic_batch: bool = False
+) -> Iterable[torch.Tensor]:
+    """The input tensors of `calib`, refusing any whose shape is not the exported `shape`
+    (its dims after the first only, with `dynamic_batch`)."""
     for batch in calib:
         inputs = batch_inputs(batch)
-        if inputs.shape != shape:
+        if dynamic_batch and inputs.shape[1:] != shape[1:]:
+            raise ValueError(
+                f"calib batch has shape {tuple(inputs.shape)}, but the model is exported for "
+                f"inputs of shape (batch, {', '.join(map(str, shape[1:]))})"
+            )
+        if not dynamic_batch and inputs.shape != shape:
             raise ValueError(
                 f"calib batch has shape {tuple(inputs.shape)}, but the model is exported for "
                 f"the example's shape {tuple(shape)} and accepts no other: use batches of that "

@@ -35,7 +35,11 @@ def test_05_defaults_hold_their_claims():
         assert abs(records[f"int8_acc_{e}"] - records["fp32_acc"]) <= 0.01, e
     assert records["size_ratio"] >= 3.8
     assert per_engine(records, "speedup_b256_") == set(ENGINES)
-    assert per_engine(records, "int8_acc_") == set(ENGINES)
+    assert per_engine(records, "int8_acc_") == {*ENGINES, "pt2e"}  # pt2e: a route, not an engine
+    # section 6: pt2e beside eager x86, paired over the same seeds and images
+    assert records["int8_acc_pt2e_min"] <= records["int8_acc_pt2e"] <= records["int8_acc_pt2e_max"]
+    assert abs(records["int8_acc_pt2e"] - records["fp32_acc"]) <= 0.005
+    assert records["pt2e_agreement_min"] >= 0.985 and records["pt2e_verdict"] == "not resolved"
     speedups_with_iqr(records, ["speedup_b1", "speedup_b256"])
     speedups_with_iqr(records, [f"speedup_b256_{e}" for e in ENGINES])
     assert records["speedup_b256"] == records["speedup_b256_x86"]
@@ -68,3 +72,4 @@ def test_05_on_an_arm_engine_list_runs_to_the_end(tmp_path, monkeypatch):
     assert per_engine(records, "speedup_b256_") == {"qnnpack"}
     assert records["int8_acc"] == pytest.approx(records["fp32_acc"], abs=0.02)
     assert records["claims_skipped"] >= 3  # x86 and onednn speed, x86 vs qnnpack
+    assert records["int8_acc_pt2e"] is None and records["pt2e_verdict"] is None  # x86 only

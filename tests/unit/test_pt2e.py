@@ -208,3 +208,18 @@ def test_compiled_int8_graph_recompiles_after_an_export_drops_it(tiny, example):
         again = compiled(example)
     assert torch.equal(again, first)
     assert inductor_config.freezing == before
+
+
+def test_quantize_pt2e_dynamic_batch_takes_any_batch_size(tiny, example):
+    """With dynamic_batch the graph runs on other batch sizes (calibration and evaluation in
+    batches of any size), and gives each image the output it gives it in a batch of 4."""
+    calib = [torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(n)) for n in (4, 3)]
+    q = pt2e.quantize_pt2e(tiny, example, calib, dynamic_batch=True)
+    with torch.no_grad():
+        whole, one = q(example), q(example[:1])
+        assert q(torch.cat([example, example[:3]])).shape == (7, 4)
+    torch.testing.assert_close(one, whole[:1], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"exported for inputs of shape \(batch, 3, 16, 16\)"):
+        pt2e.quantize_pt2e(tiny, example, [torch.randn(4, 3, 8, 8)], dynamic_batch=True)
+    with pytest.raises(TypeError, match="dynamic_batch must be True or False"):
+        pt2e.quantize_pt2e(tiny, example, calib, dynamic_batch=1)
