@@ -7,6 +7,16 @@ import pytest
 from qnb import env, read_records
 from tests.notebooks.runs import NOTEBOOKS, run, speedups_with_iqr
 
+
+def edge_shares(records: dict, batches: list[int]) -> None:
+    """The quantize/dequantize edges' share of int8's time (section 8): a fraction with its IQR
+    (1 - core time / full time per round, so it may dip below 0 when the edges cost ~nothing)."""
+    for b in batches:
+        name = f"edge_qdq_share_b{b}"
+        value, p25, p75 = (records[name + s] for s in ("", "_p25", "_p75"))
+        assert -1 < p25 <= value <= p75 < 1, (name, value, p25, p75)
+
+
 SMALL_10 = dict(
     thread_counts=[1],
     cnn_batches=[4, 64],
@@ -38,6 +48,8 @@ def test_10_one_engine_small_batches(tmp_path):
     assert "speedup_resnet18_b8" not in records and "speedup_cnn_b256" not in records
     assert "speedup_cnn_b256_again" not in records  # only measured at batch 256, all cores
     assert records["claims_checked"] >= 5
+    edge_shares(records, [4, 64])
+    assert "edge_qdq_share_b1" not in records
 
 
 def test_10_committed_run_measures_05s_setting_twice():
@@ -47,6 +59,7 @@ def test_10_committed_run_measures_05s_setting_twice():
     assert records["claims_failed"] == 0 and "claims_skipped" in records
     assert records["int8_unit"] in env.INT8_UNITS and records["test_images"] == 10000
     speedups_with_iqr(records, ["speedup_cnn_b256", "speedup_cnn_b256_again"])
+    edge_shares(records, [1, 256])
 
 
 def test_10_on_an_arm_engine_list_skips_the_x86_sections(tmp_path, monkeypatch):
